@@ -1,0 +1,42 @@
+# Orderflow: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup services services-stop lint unit integration e2e bench clean
+
+run: setup services  ## start all five workers, push a sample batch, keep running until Ctrl-C
+	$(BIN)/python scripts/demo.py
+
+test: setup services  ## the whole suite against the real RabbitMQ and store
+	$(BIN)/pytest
+
+setup: $(STAMP)  ## virtualenv with the project and its dev tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+services:  ## start RabbitMQ and the MongoDB-compatible store unless already reachable
+	scripts/services.sh start
+
+services-stop:
+	scripts/services.sh stop
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+integration: setup services
+	$(BIN)/pytest tests/integration
+
+e2e: setup services
+	$(BIN)/pytest tests/e2e
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Start, idempotently, the services Orderflow needs that are not already reachable:
+# RabbitMQ (Debian's rabbitmq-server) and a MongoDB wire-protocol store (FerretDB on SQLite).
+# Usage: scripts/services.sh [start|stop|status]
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+STATE_DIR="${ORDERFLOW_SERVICES_DIR:-$PWD/.services}"
+FERRETDB_VERSION="v1.24.2"
+AMQP_HOST=127.0.0.1 AMQP_PORT=5672
+MONGO_HOST=127.0.0.1 MONGO_PORT=27017
+FERRETDB_DEBUG_ADDR="${ORDERFLOW_FERRETDB_DEBUG_ADDR:-127.0.0.1:8089}"
+
+say() { printf 'services: %s\n' "$*"; }
+fail() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+reachable() { timeout 1 bash -c ">/dev/tcp/$1/$2" 2>/dev/null; }
+
+wait_for() {  # name host port seconds
+    local deadline=$((SECONDS + $4))
+    until reachable "$2" "$3"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+start_rabbitmq() {
+    if reachable $AMQP_HOST $AMQP_PORT; then
+        say "RabbitMQ already accepts connections on $AMQP_HOST:$AMQP_PORT"
+        return
+    fi
+    if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then
+        say "installing rabbitmq-server with apt-get"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rabbitmq-server >/dev/null
+    fi
+    export PATH="$PATH:/usr/sbin"
+    say "starting RabbitMQ"
+    as_root rabbitmq-server -detached
+    wait_for RabbitMQ $AMQP_HOST $AMQP_PORT 120 || fail "RabbitMQ did not accept connections within 120 s (see /var/log/rabbitmq)"
+    # The port opens before the broker is fully booted; wait until it answers.
+    as_root rabbitmqctl await_startup --timeout 120 >/dev/null || fail "RabbitMQ did not finish booting"
+    say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT"
+}
+
+ferretdb_binary() {
+    local candidate
+    for candidate in "$(command -v ferretdb || true)" "$(go env GOPATH 2>/dev/null)/bin/ferretdb"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+            echo "$candidate"
+            return
+        fi
+    done
+}
+
+build_ferretdb() {
+    # A plain `go install ...@version` builds a binary that panics at start-up: FerretDB embeds
+    # build/version/version.txt, which its release tooling writes. Build from the module source
+    # with that file in place instead.
+    say "building FerretDB $FERRETDB_VERSION from the Go module proxy (a minute or two, once)"
+    local module_dir work
+    module_dir="$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -d "$module_dir" ] || fail "could not download the FerretDB module"
+    work="$(mktemp -d)"
+    cp -r "$module_dir/." "$work"
+    chmod -R u+w "$work"
+    echo "$FERRETDB_VERSION" >"$work/build/version/version.txt"
+    mkdir -p "$(go env GOPATH)/bin"
+    (cd "$work" && go build -o "$(go env GOPATH)/bin/ferretdb" ./cmd/ferretdb)
+    rm -rf "$work"
+}
+
+start_ferretdb() {
+    if reachable $MONGO_HOST $MONGO_PORT; then
+        say "MongoDB-compatible store already accepts connections on $MONGO_HOST:$MONGO_PORT"
+        return
+    fi
+    local binary
+    binary="$(ferretdb_binary)"
+    if [ -z "$binary" ]; then
+        command -v go >/dev/null || fail "FerretDB is missing and Go is not installed to build it"
+        build_ferretdb
+        binary="$(ferretdb_binary)"
+        [ -n "$binary" ] || fail "go install finished but no ferretdb binary was found"
+    fi
+    mkdir -p "$STATE_DIR/ferretdb"
+    say "starting FerretDB (SQLite handler, data in $STATE_DIR/ferretdb)"
+    nohup "$binary" --handler=sqlite --sqlite-url="file:$STATE_DIR/ferretdb/" \
+        --listen-addr="$MONGO_HOST:$MONGO_PORT" --debug-addr="$FERRETDB_DEBUG_ADDR" \
+        --telemetry=disable --log-level=warn >"$STATE_DIR/ferretdb.log" 2>&1 &
+    echo $! >"$STATE_DIR/ferretdb.pid"
+    wait_for FerretDB $MONGO_HOST $MONGO_PORT 60 || fail "FerretDB did not start; see $STATE_DIR/ferretdb.log"
+    say "FerretDB is up on $MONGO_HOST:$MONGO_PORT"
+}
+
+stop_all() {
+    if [ -f "$STATE_DIR/ferretdb.pid" ] && kill "$(cat "$STATE_DIR/ferretdb.pid")" 2>/dev/null; then
+        say "stopped FerretDB"
+    fi
+    rm -f "$STATE_DIR/ferretdb.pid"
+    if reachable $AMQP_HOST $AMQP_PORT; then
+        PATH="$PATH:/usr/sbin" as_root rabbitmqctl stop >/dev/null && say "stopped RabbitMQ"
+    fi
+}
+
+status() {
+    reachable $AMQP_HOST $AMQP_PORT && say "RabbitMQ: up" || say "RabbitMQ: down"
+    reachable $MONGO_HOST $MONGO_PORT && say "store: up" || say "store: down"
+}
+
+case "${1:-start}" in
+    start) start_rabbitmq; start_ferretdb ;;
+    stop) stop_all ;;
+    status) status ;;
+    *) fail "usage: $0 [start|stop|status]" ;;
+esac

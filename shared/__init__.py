@@ -1,0 +1,1 @@
+"""Code every Orderflow worker shares: contracts, messaging, store access, settings."""

@@ -1,0 +1,1 @@
+"""Pydantic models of every message on the wire: the public intake and events, the internal saga."""

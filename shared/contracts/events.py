@@ -1,0 +1,71 @@
+"""Public events on the `orderflow.events` topic exchange; the routing key is the event type.
+
+Money is a decimal string here, as at every public edge.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.base import new_id, utcnow
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(default_factory=new_id)
+    type: str
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def routing_key(self) -> str:
+        return self.type
+
+
+class EventCustomer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    customer_id: str
+    name: str
+    email: str
+
+
+class EventLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    quantity: int
+    unit_price: str | None = None
+    line_total: str | None = None
+
+
+OrderStatusName = Literal["pending", "confirmed", "cancelled", "rejected"]
+
+
+class OrderStatusChanged(Event):
+    """`order.accepted`, `order.confirmed`, `order.cancelled` or `order.rejected`."""
+
+    type: Literal["order.accepted", "order.confirmed", "order.cancelled", "order.rejected"]
+    order_id: str
+    status: OrderStatusName
+    reason: str | None = None
+    errors: list[str] = Field(default_factory=list)
+    customer: EventCustomer | None = None
+    items: list[EventLine] = Field(default_factory=list)
+    total: str | None = None
+    currency: str | None = None
+    payment_method: str | None = None
+
+
+class LowStock(Event):
+    """Available stock of a SKU fell below its threshold."""
+
+    type: Literal["stock.low"] = "stock.low"
+    sku: str
+    name: str
+    available: int
+    threshold: int

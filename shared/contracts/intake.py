@@ -1,0 +1,59 @@
+"""The public intake: what upstream systems publish to `orderflow.intake` with key `order.submit`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from shared.contracts.base import ORDER_ID_PATTERN, SKU_PATTERN
+
+MAX_LINES = 100
+MAX_UNITS_PER_SKU = 10_000
+
+
+class PaymentMethod(StrEnum):
+    CREDIT_CARD = "credit_card"
+    ALIPAY = "alipay"
+    WECHAT_PAY = "wechat_pay"
+
+
+class _Strict(BaseModel):
+    # Strict: "2" is not a quantity and 2 is not a name. Unknown fields are ignored, so upstreams
+    # may send more than we read.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Customer(_Strict):
+    customer_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+
+
+class OrderLine(_Strict):
+    sku: str = Field(pattern=SKU_PATTERN)
+    quantity: int = Field(ge=1, le=MAX_UNITS_PER_SKU)
+
+
+class PaymentDetails(_Strict):
+    method: PaymentMethod
+    token: str = Field(min_length=1, max_length=256)
+
+
+class OrderSubmission(_Strict):
+    """An order as an upstream system submits it. Prices are never taken from here."""
+
+    order_id: str = Field(pattern=ORDER_ID_PATTERN)
+    customer: Customer
+    items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
+    payment: PaymentDetails
+
+    @model_validator(mode="after")
+    def _units_per_sku(self) -> OrderSubmission:
+        totals: dict[str, int] = {}
+        for item in self.items:
+            totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+        too_many = sorted(sku for sku, units in totals.items() if units > MAX_UNITS_PER_SKU)
+        if too_many:
+            raise ValueError(f"more than {MAX_UNITS_PER_SKU} units in total of {', '.join(too_many)}")
+        return self

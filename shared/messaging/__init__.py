@@ -1,0 +1,1 @@
+"""RabbitMQ plumbing: dramatiq for the saga's commands and replies, kombu for the public exchanges."""

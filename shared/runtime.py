@@ -1,0 +1,134 @@
+"""Running worker pools: processes, each with dramatiq worker threads and kombu consumer threads.
+
+`serve` runs one worker process until SIGTERM or SIGINT, then drains: messages in hand finish,
+prefetched ones go back to their queue unacked. `supervise` runs several such processes, restarts
+one that dies, and stops them all on a signal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+
+from shared import logs
+from shared.messaging.exchanges import ConsumerThread, QueueConsumer, connect, declare_public_topology
+from shared.messaging.saga_bus import SagaBroker
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_SECONDS = 30
+
+
+@dataclass
+class WorkerApp:
+    """A wired worker: its dramatiq broker with registered actors, and its kombu consumers."""
+
+    name: str
+    settings: Settings
+    broker: SagaBroker
+    consumers: list[Callable[[], QueueConsumer]] = field(default_factory=list)
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @property
+    def queues(self) -> set[str]:
+        return {actor.queue_name for actor in self.broker.actors.values()}
+
+
+Bootstrap = Callable[[Settings], WorkerApp]
+
+
+def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
+    """Run `app` with `threads` threads per queue until `stop` is set, then drain and close."""
+    with connect(app.settings.amqp_url) as connection:
+        declare_public_topology(connection)
+    worker = None
+    if app.queues:
+        worker = dramatiq.Worker(app.broker, queues=app.queues, worker_threads=threads)
+        worker.start()
+    consumer_threads = [
+        ConsumerThread(make_consumer(), name=f"{app.name}-consumer-{i}")
+        for make_consumer in app.consumers
+        for i in range(threads)
+    ]
+    for thread in consumer_threads:
+        thread.start()
+    log.info(
+        "%s worker ready: %d threads on %s", app.name, threads, ", ".join(sorted(app.queues)) or "events"
+    )
+    stop.wait()
+    log.info("%s worker stopping: draining in-flight messages", app.name)
+    for thread in consumer_threads:
+        thread.consumer.should_stop = True
+    for thread in consumer_threads:
+        thread.join(DRAIN_TIMEOUT_SECONDS)
+    if worker is not None:
+        worker.stop(timeout=DRAIN_TIMEOUT_SECONDS * 1000)
+    for close in app.closers:
+        close()
+    app.broker.close()
+    log.info("%s worker stopped", app.name)
+
+
+def run_process(service: str, threads: int) -> None:
+    """One worker process: read settings, bootstrap, serve until signalled."""
+    bootstrap: Bootstrap = importlib.import_module(f"services.{service}.bootstrap").bootstrap
+    settings = Settings()
+    logs.configure(worker=service)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(bootstrap(settings), threads, stop)
+
+
+def supervise(specs: list[tuple[str, int]]) -> int:
+    """Run one process per (service, threads) spec; restart any that dies; stop all on a signal."""
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+
+    def start(spec: tuple[str, int]) -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=run_process, args=spec, name=f"orderflow-{spec[0]}")
+        process.start()
+        return process
+
+    processes = [start(spec) for spec in specs]
+    started = [time.monotonic()] * len(specs)
+    backoff = [1.0] * len(specs)
+    while not stopping.wait(0.5):
+        for slot, process in enumerate(processes):
+            if process.is_alive():
+                continue
+            if time.monotonic() - started[slot] < 10:
+                backoff[slot] = min(backoff[slot] * 2, 30.0)
+            else:
+                backoff[slot] = 1.0
+            log.error(
+                "%s (pid %s) exited with %s; restarting in %.0f s",
+                process.name,
+                process.pid,
+                process.exitcode,
+                backoff[slot],
+            )
+            if stopping.wait(backoff[slot]):
+                break
+            processes[slot], started[slot] = start(specs[slot]), time.monotonic()
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS + 10
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+    return 0

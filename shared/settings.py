@@ -1,0 +1,49 @@
+"""One typed settings object, read from ORDERFLOW_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("order", "inventory", "payment", "notification", "reporting")
+
+
+class Settings(BaseSettings):
+    """Everything a worker or the CLI needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERFLOW_", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    db_prefix: str = Field(default="orderflow", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+
+    # Limits on what the intake accepts.
+    max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    max_order_lines: int = Field(default=100, gt=0)
+
+    # Retries of transient failures (a dependency down, a gateway error), with exponential backoff.
+    max_retries: int = Field(default=5, ge=0)
+    min_backoff_ms: int = Field(default=200, gt=0)
+    max_backoff_ms: int = Field(default=5_000, gt=0)
+    payment_attempts: int = Field(default=3, gt=0)
+
+    # Notifications: SMTP is optional; every notification is also recorded in the store.
+    smtp_url: str | None = None
+    mail_from: str = "Orderflow <orders@orderflow.invalid>"
+    operator_email: str = "operators@orderflow.invalid"
+    notification_lease_seconds: float = Field(default=30.0, gt=0)
+
+    def database_name(self, service: str) -> str:
+        """The database a worker owns: `<prefix>_orders`, `<prefix>_inventory`, ..."""
+        return f"{self.db_prefix}_{DATABASES[service]}"
+
+
+DATABASES = {
+    "order": "orders",
+    "inventory": "inventory",
+    "payment": "payments",
+    "notification": "notifications",
+    "reporting": "reporting",
+}

@@ -1,0 +1,111 @@
+"""The `orderflow` command: run worker pools, manage stock, submit orders, track them, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared import logs
+from shared.settings import SERVICES, Settings
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orderflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run one worker pool in the foreground")
+    worker.add_argument("service", choices=SERVICES)
+    worker.add_argument("--processes", type=_positive, default=1)
+    worker.add_argument("--threads", type=_positive, default=4)
+
+    run = commands.add_parser("run", help="run all five worker pools, one process each")
+    run.add_argument("--threads", type=_positive, default=4)
+
+    stock = commands.add_parser("stock", help="catalog and stock").add_subparsers(
+        dest="action", required=True
+    )
+    stock_set = stock.add_parser("set", help="create or overwrite a SKU")
+    stock_set.add_argument("sku")
+    stock_set.add_argument("--quantity", type=_non_negative, required=True)
+    stock_set.add_argument("--price", required=True, help="decimal, e.g. 12.50")
+    stock_set.add_argument("--name")
+    stock_set.add_argument("--low-stock-threshold", type=_non_negative, default=0)
+    stock_set.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
+    stock_add = stock.add_parser("add", help="restock a SKU")
+    stock_add.add_argument("sku")
+    stock_add.add_argument("quantity", type=_positive)
+    stock_add.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
+    stock_show = stock.add_parser("show", help="show SKUs and their stock")
+    stock_show.add_argument("skus", nargs="*")
+    stock_show.add_argument("--json", action="store_true")
+
+    submit = commands.add_parser("submit", help="publish orders to the intake")
+    submit.add_argument(
+        "source", nargs="?", default="-", help="file with an order, a JSON array or JSON lines"
+    )
+
+    status = commands.add_parser("status", help="an order's status and history")
+    status.add_argument("order_id")
+    status.add_argument("--json", action="store_true")
+
+    report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
+    sales = report.add_parser("sales", help="sales: orders, units and revenue")
+    sales.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logs.configure(level="WARNING" if args.command not in ("worker", "run") else "INFO")
+
+    if args.command == "worker":
+        from shared.runtime import run_process, supervise
+
+        if args.processes == 1:
+            run_process(args.service, args.threads)
+            return 0
+        return supervise([(args.service, args.threads)] * args.processes)
+    if args.command == "run":
+        from shared.runtime import supervise
+
+        return supervise([(service, args.threads) for service in SERVICES])
+    if args.command == "stock":
+        from services.inventory import cli as inventory
+
+        if args.action == "set":
+            return inventory.set_stock(
+                settings, args.sku, args.quantity, args.price, args.name, args.low_stock_threshold, args.wait
+            )
+        if args.action == "add":
+            return inventory.add_stock(settings, args.sku, args.quantity, args.wait)
+        return inventory.show_stock(settings, args.skus, args.json)
+    if args.command == "submit":
+        from services.order import cli as order
+
+        return order.submit(settings, args.source)
+    if args.command == "status":
+        from services.order import cli as order
+
+        return order.status(settings, args.order_id, args.json)
+    from services.reporting import cli as reporting
+
+    return reporting.sales(settings, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`orderflow stock ...`: stock changes go through the inventory queue, like every other stock change."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from services.inventory.domain import Product
+from services.inventory.store import ProductRepository
+from shared import store
+from shared.contracts import saga
+from shared.contracts.base import Message
+from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.money import InvalidAmount, to_decimal_string, to_minor
+from shared.settings import Settings
+
+NOT_APPLIED = 3
+
+
+def set_stock(
+    settings: Settings, sku: str, quantity: int, price: str, name: str | None, threshold: int, wait: float
+) -> int:
+    try:
+        minor = to_minor(price)
+    except InvalidAmount as e:
+        print(f"error: {e}")
+        return 2
+    command = saga.SetStock(
+        sku=sku, quantity=quantity, price=minor, name=name or sku, low_stock_threshold=threshold
+    )
+    return _send_and_wait(settings, command, sku, wait)
+
+
+def add_stock(settings: Settings, sku: str, quantity: int, wait: float) -> int:
+    if _products(settings).get(sku) is None:
+        print(f"error: unknown SKU {sku}; create it with `orderflow stock set`")
+        return 1
+    return _send_and_wait(settings, saga.Restock(sku=sku, quantity=quantity), sku, wait)
+
+
+def show_stock(settings: Settings, skus: list[str], as_json: bool) -> int:
+    products = _products(settings)
+    found = [p for p in products.all() if not skus or p.sku in skus]
+    missing = sorted(set(skus) - {p.sku for p in found})
+    if as_json:
+        print(json.dumps([_as_json(p) for p in found], indent=2))
+    else:
+        header = f"{'SKU':<16} {'NAME':<24} {'PRICE':>10} {'AVAILABLE':>10} {'RESERVED':>9} {'SOLD':>7}"
+        print(f"{header} {'LOW<':>5}")
+        for p in found:
+            flag = "  LOW" if p.is_low else ""
+            print(
+                f"{p.sku:<16} {p.name[:24]:<24} {to_decimal_string(p.price):>10} {p.available:>10} "
+                f"{p.reserved:>9} {p.sold:>7} {p.low_stock_threshold:>5}{flag}"
+            )
+    for sku in missing:
+        print(f"unknown SKU: {sku}")
+    return 1 if missing else 0
+
+
+def _as_json(product: Product) -> dict[str, object]:
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "price": to_decimal_string(product.price),
+        "available": product.available,
+        "reserved": product.reserved,
+        "sold": product.sold,
+        "low_stock_threshold": product.low_stock_threshold,
+        "low": product.is_low,
+    }
+
+
+def _products(settings: Settings) -> ProductRepository:
+    return ProductRepository(store.database(store.connect(settings), settings, "inventory"))
+
+
+def _send_and_wait(settings: Settings, command: Message, sku: str, wait: float) -> int:
+    broker = SagaBroker(settings)
+    try:
+        SagaBus(broker).send(command)
+    finally:
+        broker.close()
+    products = _products(settings)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        product = products.get(sku)
+        if product is not None and command.message_id in product.recent_operations:
+            print(f"{sku}: {product.available} available at {to_decimal_string(product.price)}")
+            return 0
+        time.sleep(0.1)
+    print(f"queued, but not applied within {wait:.0f} s: is the inventory worker running?")
+    print("The change stays queued and is applied when an inventory worker runs.")
+    return NOT_APPLIED

@@ -1,0 +1,32 @@
+"""Wire the notification worker: its database, the SMTP mailer if configured, the events consumer."""
+
+from __future__ import annotations
+
+from services.notification.channels import SmtpMailer
+from services.notification.handlers import NotificationHandlers
+from services.notification.store import NotificationRepository
+from shared import store
+from shared.messaging.exchanges import NOTIFICATION_EVENTS, QueueConsumer, connect
+from shared.messaging.saga_bus import SagaBroker
+from shared.runtime import WorkerApp
+from shared.settings import Settings
+
+
+def bootstrap(settings: Settings) -> WorkerApp:
+    client = store.connect(settings)
+    notifications = NotificationRepository(store.database(client, settings, "notification"))
+    notifications.ensure_indexes()
+    mailer = SmtpMailer(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
+    handlers = NotificationHandlers(
+        notifications,
+        mailer,
+        operators=settings.operator_email,
+        lease_seconds=settings.notification_lease_seconds,
+    )
+    return WorkerApp(
+        "notification",
+        settings,
+        SagaBroker(settings),
+        consumers=[lambda: QueueConsumer(connect(settings.amqp_url), NOTIFICATION_EVENTS, handlers.on_event)],
+        closers=[client.close],
+    )

@@ -1,0 +1,58 @@
+"""The notification worker's record of every notification, keyed by the event it answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from services.notification.domain import Notification
+
+
+class NotificationRepository:
+    def __init__(self, db: Database) -> None:
+        self._notifications = db["notifications"]
+
+    def ensure_indexes(self) -> None:
+        self._notifications.create_index("order_id")
+
+    def claim(self, notification: Notification, channel: str, lease_until: datetime) -> bool:
+        """Record the notification as being sent; False if it is recorded already."""
+        try:
+            self._notifications.insert_one(
+                {
+                    "_id": notification.notification_id,
+                    "kind": notification.kind,
+                    "order_id": notification.order_id,
+                    "recipient": notification.recipient,
+                    "subject": notification.subject,
+                    "body": notification.body,
+                    "channel": channel,
+                    "status": "sending",
+                    "lease_until": lease_until,
+                    "attempts": 1,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def get(self, notification_id: str) -> dict[str, Any] | None:
+        return self._notifications.find_one({"_id": notification_id})
+
+    def renew(self, notification_id: str, lease_until: datetime) -> None:
+        self._notifications.update_one(
+            {"_id": notification_id},
+            {"$set": {"status": "sending", "lease_until": lease_until}, "$inc": {"attempts": 1}},
+        )
+
+    def mark(self, notification_id: str, status: str, at: datetime, error: str | None = None) -> None:
+        self._notifications.update_one(
+            {"_id": notification_id},
+            {"$set": {"status": status, "updated_at": at, "error": error, "lease_until": at}},
+        )
+
+    def find(self, **query: Any) -> list[dict[str, Any]]:
+        return list(self._notifications.find(query))

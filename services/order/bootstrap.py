@@ -1,0 +1,35 @@
+"""Wire the order worker: its database, the saga bus, the events publisher, the intake consumer."""
+
+from __future__ import annotations
+
+from services.order.actors import intake_consumer, register_actors
+from services.order.handlers import OrderHandlers
+from services.order.store import OrderRepository
+from shared import store
+from shared.messaging.exchanges import EventPublisher, connect
+from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.runtime import WorkerApp
+from shared.settings import Settings
+
+
+def bootstrap(settings: Settings) -> WorkerApp:
+    client = store.connect(settings)
+    orders = OrderRepository(store.database(client, settings, "order"))
+    orders.ensure_indexes()
+    broker = SagaBroker(settings)
+    events = connect(settings.amqp_url)
+    handlers = OrderHandlers(
+        orders,
+        SagaBus(broker),
+        EventPublisher(events),
+        currency=settings.currency,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    register_actors(SagaBus(broker), handlers)
+    return WorkerApp(
+        "order",
+        settings,
+        broker,
+        consumers=[lambda: intake_consumer(settings.amqp_url, handlers)],
+        closers=[events.release, client.close],
+    )

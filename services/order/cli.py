@@ -1,0 +1,99 @@
+"""`orderflow submit` and `orderflow status`: what an upstream system and a support desk would do."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from services.order.domain import Order
+from services.order.store import OrderRepository
+from shared import store
+from shared.messaging import topology
+from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
+from shared.money import to_decimal_string
+from shared.settings import Settings
+
+
+def split_submissions(text: str) -> list[bytes]:
+    """One order, a JSON array of orders, or JSON lines (each line sent as it is, valid or not)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return [line.encode() for line in text.splitlines() if line.strip()]
+    if isinstance(document, list):
+        return [json.dumps(item).encode() for item in document]
+    return [text.strip().encode()]
+
+
+def submit(settings: Settings, source: str) -> int:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    bodies = split_submissions(text)
+    with connect(settings.amqp_url) as connection:
+        declare_public_topology(connection)
+        publisher = EventPublisher(connection)
+        for body in bodies:
+            publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, body)
+    print(f"submitted {len(bodies)} order{'s' if len(bodies) != 1 else ''}")
+    return 0
+
+
+def status(settings: Settings, order_id: str, as_json: bool) -> int:
+    orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
+    order = orders.get(order_id)
+    if order is None:
+        print(f"unknown order: {order_id}", file=sys.stderr)
+        return 1
+    view = order_view(order)
+    if as_json:
+        print(json.dumps(view, indent=2, default=str))
+        return 0
+    reason = f" ({view['reason']})" if view["reason"] else ""
+    print(f"order {order.order_id}: {view['status']}{reason}")
+    if view["total"] is not None:
+        print(f"  total {view['total']} {order.currency}, paid by {order.payment_method}")
+    for item in view["items"]:
+        price = f" at {item['unit_price']}" if item["unit_price"] else ""
+        print(f"  {item['quantity']} x {item['sku']}{price}")
+    for error in order.errors:
+        print(f"  error: {error}")
+    for entry in view["history"]:
+        print(f"  {entry['at']}  {entry['status']:<9} {entry['step']}")
+    return 0
+
+
+def order_view(order: Order) -> dict[str, Any]:
+    def money(minor: int | None) -> str | None:
+        return None if minor is None else to_decimal_string(minor)
+
+    return {
+        "order_id": order.order_id,
+        "status": order.status.value,
+        "step": order.step.value,
+        "reason": order.reason,
+        "errors": order.errors,
+        "customer": vars(order.customer) if order.customer else None,
+        "payment_method": order.payment_method,
+        "currency": order.currency,
+        "total": money(order.total),
+        "items": [
+            {
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": money(line.unit_price),
+                "line_total": money(line.line_total),
+            }
+            for line in order.lines
+        ],
+        "created_at": order.created_at.isoformat(),
+        "history": [
+            {
+                "at": entry.at.isoformat(),
+                "status": entry.status.value,
+                "step": entry.step.value,
+                "reason": entry.reason,
+            }
+            for entry in order.history
+        ],
+    }

@@ -1,0 +1,262 @@
+"""The order saga as a pure state machine: reserve stock -> charge payment -> confirm.
+
+Each transition returns nothing but changes the order; what the order must say to the world in its
+current state (commands and events) is derived from that state alone, with deterministic ids, so
+re-sending it after a crash or a redelivery is always safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from shared.contracts import saga
+from shared.contracts.base import Message, derive_id
+from shared.contracts.events import Event, EventCustomer, EventLine, OrderStatusChanged
+from shared.contracts.intake import OrderSubmission
+from shared.money import to_decimal_string
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+class SagaStep(StrEnum):
+    RESERVING_STOCK = "reserving_stock"
+    CHARGING_PAYMENT = "charging_payment"
+    RELEASING_STOCK = "releasing_stock"
+    DONE = "done"
+
+
+class CancelReason(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    UNKNOWN_SKU = "unknown_sku"
+    PAYMENT_DECLINED = "payment_declined"
+    PAYMENT_FAILED = "payment_failed"
+
+
+REJECTED_INVALID = "invalid"
+
+
+# The cause of an order's first state: any resubmission of the order id is the same cause.
+def intake_cause(order_id: str) -> str:
+    return derive_id(order_id, "intake")
+
+
+class TransitionNotAllowed(Exception):
+    """The message does not fit the order's current step: a duplicate or a stale reply."""
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    quantity: int
+    unit_price: int | None = None
+    line_total: int | None = None
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    status: OrderStatus
+    step: SagaStep
+    cause: str
+    reason: str | None = None
+
+
+@dataclass
+class Order:
+    order_id: str
+    customer: Customer | None
+    lines: list[Line]
+    payment_method: str | None
+    currency: str
+    created_at: datetime
+    status: OrderStatus = OrderStatus.PENDING
+    step: SagaStep = SagaStep.RESERVING_STOCK
+    reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+    total: int | None = None
+    # The gateway token is kept only while a charge may still be sent, then forgotten.
+    payment_token: str | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+    # Id of the message that caused the current state: its redelivery re-sends what this state says.
+    last_cause: str = ""
+    version: int = 0
+
+    # Creation ---------------------------------------------------------------------------------
+
+    @classmethod
+    def accept(cls, submission: OrderSubmission, currency: str, now: datetime) -> Order:
+        """A valid submission becomes a pending order whose saga starts by reserving stock."""
+        order = cls(
+            order_id=submission.order_id,
+            customer=Customer(**submission.customer.model_dump()),
+            lines=[Line(sku, quantity) for sku, quantity in _merged(submission)],
+            payment_method=submission.payment.method.value,
+            payment_token=submission.payment.token,
+            currency=currency,
+            created_at=now,
+        )
+        order._record(now, intake_cause(order.order_id))
+        return order
+
+    @classmethod
+    def reject(cls, order_id: str, errors: list[str], currency: str, now: datetime) -> Order:
+        """An invalid submission whose order id could be read is recorded as rejected."""
+        order = cls(
+            order_id=order_id,
+            customer=None,
+            lines=[],
+            payment_method=None,
+            currency=currency,
+            created_at=now,
+            status=OrderStatus.REJECTED,
+            step=SagaStep.DONE,
+            reason=REJECTED_INVALID,
+            errors=errors,
+        )
+        order._record(now, intake_cause(order_id))
+        return order
+
+    # Saga transitions -------------------------------------------------------------------------
+
+    def stock_reserved(self, reply: saga.StockReserved, now: datetime) -> None:
+        self._expect(SagaStep.RESERVING_STOCK)
+        self.lines = [Line(line.sku, line.quantity, line.unit_price, line.line_total) for line in reply.lines]
+        self.total = reply.total
+        self.step = SagaStep.CHARGING_PAYMENT
+        self._record(now, reply.message_id)
+
+    def stock_reservation_failed(self, reply: saga.StockReservationFailed, now: datetime) -> None:
+        self._expect(SagaStep.RESERVING_STOCK)
+        self._finish(OrderStatus.CANCELLED, CancelReason(reply.reason), now, reply.message_id)
+
+    def payment_captured(self, reply: saga.PaymentCaptured, now: datetime) -> None:
+        self._expect(SagaStep.CHARGING_PAYMENT)
+        self._finish(OrderStatus.CONFIRMED, None, now, reply.message_id)
+
+    def payment_declined(self, reply: saga.PaymentDeclined, now: datetime) -> None:
+        self._compensate(CancelReason.PAYMENT_DECLINED, now, reply.message_id)
+
+    def payment_failed(self, reply: saga.PaymentFailed, now: datetime) -> None:
+        self._compensate(CancelReason.PAYMENT_FAILED, now, reply.message_id)
+
+    def stock_released(self, reply: saga.StockReleased, now: datetime) -> None:
+        self._expect(SagaStep.RELEASING_STOCK)
+        self._finish(OrderStatus.CANCELLED, CancelReason(self.reason), now, reply.message_id)
+
+    # What the current state says to the world ------------------------------------------------
+
+    def outbox(self) -> list[Message | Event]:
+        """The commands and events the current state implies; re-sending them is harmless."""
+        messages: list[Message | Event] = []
+        if self.status is OrderStatus.PENDING:
+            if self.step is SagaStep.RESERVING_STOCK:
+                messages.append(
+                    saga.ReserveStock(
+                        message_id=self._id("reserve-stock"),
+                        order_id=self.order_id,
+                        lines=[saga.StockLine(sku=line.sku, quantity=line.quantity) for line in self.lines],
+                    )
+                )
+                messages.append(self._event("order.accepted"))
+            elif self.step is SagaStep.CHARGING_PAYMENT:
+                assert self.total is not None and self.payment_method and self.payment_token
+                messages.append(
+                    saga.ChargePayment(
+                        message_id=self._id("charge-payment"),
+                        order_id=self.order_id,
+                        amount=self.total,
+                        currency=self.currency,
+                        method=self.payment_method,
+                        token=self.payment_token,
+                    )
+                )
+            elif self.step is SagaStep.RELEASING_STOCK:
+                messages.append(
+                    saga.ReleaseStock(message_id=self._id("release-stock"), order_id=self.order_id)
+                )
+        elif self.status is OrderStatus.CONFIRMED:
+            messages.append(saga.CommitStock(message_id=self._id("commit-stock"), order_id=self.order_id))
+            messages.append(self._event("order.confirmed"))
+        elif self.status is OrderStatus.CANCELLED:
+            messages.append(self._event("order.cancelled"))
+        elif self.status is OrderStatus.REJECTED:
+            messages.append(self._event("order.rejected"))
+        return messages
+
+    # Internals --------------------------------------------------------------------------------
+
+    def _expect(self, step: SagaStep) -> None:
+        if self.status is not OrderStatus.PENDING or self.step is not step:
+            raise TransitionNotAllowed(f"order {self.order_id} is {self.status}/{self.step}, not at {step}")
+
+    def _compensate(self, reason: CancelReason, now: datetime, cause: str) -> None:
+        self._expect(SagaStep.CHARGING_PAYMENT)
+        self.step = SagaStep.RELEASING_STOCK
+        self.reason = reason
+        self.payment_token = None
+        self._record(now, cause)
+
+    def _finish(self, status: OrderStatus, reason: CancelReason | None, now: datetime, cause: str) -> None:
+        self.status = status
+        self.step = SagaStep.DONE
+        self.reason = reason
+        self.payment_token = None
+        self._record(now, cause)
+
+    def _record(self, now: datetime, cause: str) -> None:
+        self.history.append(HistoryEntry(now, self.status, self.step, cause, self.reason))
+        self.last_cause = cause
+
+    def _id(self, what: str) -> str:
+        return derive_id(self.order_id, what)
+
+    def _event(self, event_type: str) -> OrderStatusChanged:
+        entered = next(entry.at for entry in reversed(self.history) if entry.status is self.status)
+        return OrderStatusChanged(
+            event_id=self._id(event_type),
+            type=event_type,  # type: ignore[arg-type]
+            occurred_at=entered,
+            order_id=self.order_id,
+            status=self.status.value,
+            reason=self.reason,
+            errors=self.errors,
+            customer=EventCustomer(**vars(self.customer)) if self.customer else None,
+            items=[
+                EventLine(
+                    sku=line.sku,
+                    quantity=line.quantity,
+                    unit_price=_money(line.unit_price),
+                    line_total=_money(line.line_total),
+                )
+                for line in self.lines
+            ],
+            total=_money(self.total),
+            currency=self.currency,
+            payment_method=self.payment_method,
+        )
+
+
+def _merged(submission: OrderSubmission) -> list[tuple[str, int]]:
+    """Lines of the same SKU are one line: an order holds each SKU once."""
+    quantities: dict[str, int] = {}
+    for item in submission.items:
+        quantities[item.sku] = quantities.get(item.sku, 0) + item.quantity
+    return list(quantities.items())
+
+
+def _money(minor: int | None) -> str | None:
+    return None if minor is None else to_decimal_string(minor)

@@ -1,0 +1,31 @@
+"""Wire the payment worker: its database, one gateway adapter per payment method, the saga bus."""
+
+from __future__ import annotations
+
+from services.payment.actors import register_actors
+from services.payment.gateways import SimulatedGateway
+from services.payment.handlers import PaymentHandlers
+from services.payment.store import PaymentRepository
+from shared import store
+from shared.contracts.intake import PaymentMethod
+from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.runtime import WorkerApp
+from shared.settings import Settings
+
+
+def bootstrap(settings: Settings) -> WorkerApp:
+    client = store.connect(settings)
+    # The simulated providers keep their ledger apart from the payment worker's own database.
+    ledger = client[f"{settings.db_prefix}_simulated_gateway"]
+    gateways = {method.value: SimulatedGateway(method.value, ledger) for method in PaymentMethod}
+    broker = SagaBroker(settings)
+    bus = SagaBus(broker)
+    handlers = PaymentHandlers(
+        PaymentRepository(store.database(client, settings, "payment")),
+        gateways,
+        bus,
+        attempts=settings.payment_attempts,
+        backoff_seconds=settings.min_backoff_ms / 1000,
+    )
+    register_actors(bus, handlers)
+    return WorkerApp("payment", settings, broker, closers=[client.close])

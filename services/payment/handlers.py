@@ -1,0 +1,144 @@
+"""Payment use cases: charge the order total once, refund it once, reply to the saga either way."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from services.payment.domain import Payment, PaymentStatus
+from services.payment.gateways import GatewayUnavailable, PaymentGateway
+from services.payment.store import PaymentRepository
+from shared.contracts import saga
+from shared.contracts.base import Message, derive_id, utcnow
+from shared.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+
+class CommandSender(Protocol):
+    def send(self, message: Message) -> None: ...
+
+
+class PaymentHandlers:
+    def __init__(
+        self,
+        payments: PaymentRepository,
+        gateways: Mapping[str, PaymentGateway],
+        replies: CommandSender,
+        *,
+        attempts: int,
+        backoff_seconds: float,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.payments = payments
+        self.gateways = gateways
+        self.replies = replies
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self.clock = clock
+        self.sleep = sleep
+
+    def charge_payment(self, command: saga.ChargePayment) -> None:
+        """Charge through the method's gateway; a redelivered command gets the first outcome again."""
+        gateway = self.gateways.get(command.method)
+        if gateway is None:
+            raise PermanentError(f"no gateway for payment method {command.method!r}")
+        payment = Payment(
+            order_id=command.order_id,
+            method=command.method,
+            amount=command.amount,
+            currency=command.currency,
+            status=PaymentStatus.CHARGING,
+            created_at=self.clock(),
+        )
+        if not self.payments.claim(payment):
+            payment = self.payments.get(command.order_id) or payment
+        if payment.status is PaymentStatus.CHARGING:
+            # Also after a crash mid-charge: the gateway's idempotency key makes asking again safe.
+            self._charge(payment, gateway, command.token)
+            self.payments.save(payment)
+            log.info("payment of %s: %s", payment.order_id, payment.status)
+        reply = _charge_reply(payment)
+        if reply is not None:
+            self.replies.send(reply)
+
+    def _charge(self, payment: Payment, gateway: PaymentGateway, token: str) -> None:
+        for attempt in range(1, self.attempts + 1):
+            payment.attempts = attempt
+            try:
+                result = gateway.charge(
+                    idempotency_key=payment.order_id,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                    token=token,
+                )
+            except GatewayUnavailable as e:
+                log.warning("charge of %s, attempt %d/%d: %s", payment.order_id, attempt, self.attempts, e)
+                if attempt == self.attempts:
+                    payment.fail(f"gateway unavailable after {attempt} attempts: {e}")
+                    return
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                continue
+            if result.approved:
+                assert result.charge_id is not None
+                payment.capture(result.charge_id, result.instrument)
+            else:
+                payment.decline(result.decline_reason or "declined")
+            return
+
+    def refund_payment(self, command: saga.RefundPayment) -> None:
+        """Refund a captured charge; with nothing charged, void the payment so no charge can follow."""
+        voided = Payment(
+            order_id=command.order_id,
+            method="none",
+            amount=0,
+            currency="",
+            status=PaymentStatus.VOIDED,
+            created_at=self.clock(),
+        )
+        payment = voided if self.payments.claim(voided) else self.payments.get(command.order_id)
+        assert payment is not None
+        if payment.status is PaymentStatus.CAPTURED:
+            assert payment.charge_id is not None
+            refund_id = self.gateways[payment.method].refund(
+                idempotency_key=derive_id(payment.order_id, "refund"),
+                charge_id=payment.charge_id,
+                amount=payment.amount,
+                currency=payment.currency,
+            )
+            payment.refunded(refund_id)
+            self.payments.save(payment)
+        refunded = payment.amount if payment.status is PaymentStatus.REFUNDED else 0
+        self.replies.send(
+            saga.PaymentRefunded(
+                message_id=derive_id(command.order_id, "payment-refunded"),
+                order_id=command.order_id,
+                amount=refunded,
+            )
+        )
+
+
+def _charge_reply(payment: Payment) -> Message | None:
+    order_id = payment.order_id
+    if payment.status is PaymentStatus.CAPTURED:
+        assert payment.charge_id is not None
+        return saga.PaymentCaptured(
+            message_id=derive_id(order_id, "payment-captured"),
+            order_id=order_id,
+            amount=payment.amount,
+            charge_id=payment.charge_id,
+        )
+    if payment.status is PaymentStatus.DECLINED:
+        return saga.PaymentDeclined(
+            message_id=derive_id(order_id, "payment-declined"), order_id=order_id, detail=payment.detail or ""
+        )
+    if payment.status is PaymentStatus.FAILED:
+        return saga.PaymentFailed(
+            message_id=derive_id(order_id, "payment-failed"), order_id=order_id, detail=payment.detail or ""
+        )
+    log.warning("charge for %s arrived after its payment was %s; not charging", order_id, payment.status)
+    return None

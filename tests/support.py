@@ -1,0 +1,164 @@
+"""Helpers for tests against the real RabbitMQ and store: isolation, polling, event capture."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from kombu import Connection, Consumer, Queue, binding
+from pymongo import MongoClient
+
+from shared.messaging.exchanges import EVENTS
+from shared.settings import DATABASES, Settings
+
+T = TypeVar("T")
+
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(check: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def isolated_settings(**overrides: Any) -> Iterator[Settings]:
+    """Settings with a RabbitMQ vhost and a database prefix of their own, removed afterwards."""
+    vhost = unique("orderflow-test")
+    prefix = unique("t").replace("-", "_")
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    settings = Settings(
+        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        db_prefix=prefix,
+        min_backoff_ms=50,
+        max_backoff_ms=500,
+        **overrides,
+    )
+    try:
+        yield settings
+    finally:
+        client: MongoClient = MongoClient(settings.mongo_url)
+        for name in [*(settings.database_name(s) for s in DATABASES), f"{prefix}_simulated_gateway"]:
+            client.drop_database(name)
+        client.close()
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker process these settings."""
+    env = {
+        "ORDERFLOW_AMQP_URL": settings.amqp_url,
+        "ORDERFLOW_MONGO_URL": settings.mongo_url,
+        "ORDERFLOW_DB_PREFIX": settings.db_prefix,
+        "ORDERFLOW_MIN_BACKOFF_MS": str(settings.min_backoff_ms),
+        "ORDERFLOW_MAX_BACKOFF_MS": str(settings.max_backoff_ms),
+    }
+    if settings.smtp_url:
+        env["ORDERFLOW_SMTP_URL"] = settings.smtp_url
+    return env
+
+
+def consumer_count(amqp_url: str, queue: str) -> int:
+    """How many consumers a queue has (0 if it does not exist yet)."""
+    with Connection(amqp_url) as connection, connection.channel() as channel:
+        try:
+            return channel.queue_declare(queue=queue, passive=True).consumer_count
+        except Exception:
+            return 0
+
+
+def queue_messages(amqp_url: str, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """Take every message off a queue (acking them): (body, headers) pairs."""
+    taken = []
+    with Connection(amqp_url) as connection:
+        simple = connection.SimpleQueue(Queue(queue, durable=True), no_ack=True)
+        try:
+            while True:
+                message = simple.get(block=True, timeout=0.5)
+                taken.append((message.body, dict(message.headers or {})))
+        except simple.Empty:
+            pass
+        finally:
+            simple.close()
+    return taken
+
+
+class EventCollector:
+    """Records every public event, as an outside subscriber would: a queue of its own on the exchange."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._connection = Connection(amqp_url)
+        self._queue = Queue(
+            unique("test-events"), bindings=[binding(EVENTS, routing_key="#")], exclusive=True
+        )
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EventCollector:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._connection.release()
+
+    def _run(self) -> None:
+        with self._connection.channel() as channel:
+            EVENTS.bind(channel).declare()
+            consumer = Consumer(channel, queues=[self._queue], callbacks=[self._on_message], accept=["json"])
+            with consumer:
+                self._ready.set()
+                while not self._stop.is_set():
+                    try:
+                        self._connection.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        continue
+
+    def _on_message(self, body: Any, message: Any) -> None:
+        self.events.append(body if isinstance(body, dict) else json.loads(body))
+        message.ack()
+
+    def of(self, order_id: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event.get("order_id") == order_id]
+
+    def outcome(self, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the order's terminal event (confirmed, cancelled or rejected)."""
+
+        def terminal() -> dict[str, Any] | None:
+            return next(
+                (
+                    e
+                    for e in self.of(order_id)
+                    if e["type"] in ("order.confirmed", "order.cancelled", "order.rejected")
+                ),
+                None,
+            )
+
+        return wait_for(terminal, timeout=timeout, what=f"the outcome of order {order_id}")

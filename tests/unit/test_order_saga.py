@@ -1,0 +1,129 @@
+"""The saga state machine: transitions, what each state says, and refusal of stale replies."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.order.domain import Order, OrderStatus, SagaStep, TransitionNotAllowed
+from shared.contracts import saga
+from shared.contracts.events import OrderStatusChanged
+from shared.contracts.intake import OrderSubmission
+from tests.unit.factories import body, submission
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def new_order(*items: tuple[str, int], token: str = "tok_visa") -> Order:
+    return Order.accept(
+        OrderSubmission.model_validate_json(body(submission("A-1", *items, token=token))), "CNY", NOW
+    )
+
+
+def reserved(order: Order) -> saga.StockReserved:
+    lines = [
+        saga.PricedLine(sku=line.sku, quantity=line.quantity, unit_price=250, line_total=250 * line.quantity)
+        for line in order.lines
+    ]
+    return saga.StockReserved(
+        order_id=order.order_id, lines=lines, total=sum(line.line_total for line in lines)
+    )
+
+
+def kinds(order: Order) -> list[str]:
+    return [m.type if isinstance(m, OrderStatusChanged) else type(m).__name__ for m in order.outbox()]
+
+
+def test_an_accepted_order_reserves_stock_and_announces_itself() -> None:
+    order = new_order(("SKU-1", 2), ("SKU-2", 1), ("SKU-1", 3))
+    assert (order.status, order.step) == (OrderStatus.PENDING, SagaStep.RESERVING_STOCK)
+    assert [(line.sku, line.quantity) for line in order.lines] == [("SKU-1", 5), ("SKU-2", 1)]
+    assert kinds(order) == ["ReserveStock", "order.accepted"]
+
+
+def test_reserved_stock_is_priced_then_charged() -> None:
+    order = new_order(("SKU-1", 2))
+    order.stock_reserved(reserved(order), NOW)
+    assert order.step is SagaStep.CHARGING_PAYMENT
+    assert order.total == 500
+    (charge,) = order.outbox()
+    assert isinstance(charge, saga.ChargePayment)
+    assert (charge.amount, charge.method, charge.token) == (500, "credit_card", "tok_visa")
+
+
+def test_a_captured_payment_confirms_and_commits_stock() -> None:
+    order = new_order()
+    order.stock_reserved(reserved(order), NOW)
+    order.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=500, charge_id="ch_1"), NOW)
+    assert (order.status, order.step, order.reason) == (OrderStatus.CONFIRMED, SagaStep.DONE, None)
+    assert kinds(order) == ["CommitStock", "order.confirmed"]
+    assert order.payment_token is None, "the token is forgotten once no charge can follow"
+    event = order.outbox()[1]
+    assert (event.total, event.items[0].unit_price, event.items[0].line_total) == ("5.00", "2.50", "5.00")
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (saga.PaymentDeclined(order_id="A-1", detail="no"), "payment_declined"),
+        (saga.PaymentFailed(order_id="A-1", detail="down"), "payment_failed"),
+    ],
+)
+def test_a_failed_payment_releases_stock_before_cancelling(reply, reason: str) -> None:
+    order = new_order()
+    order.stock_reserved(reserved(order), NOW)
+    getattr(order, type(reply).__name__.replace("Payment", "payment_").lower())(reply, NOW)
+    assert (order.status, order.step, order.reason) == (OrderStatus.PENDING, SagaStep.RELEASING_STOCK, reason)
+    assert kinds(order) == ["ReleaseStock"]
+    order.stock_released(saga.StockReleased(order_id="A-1"), NOW)
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, reason)
+    assert kinds(order) == ["order.cancelled"]
+
+
+@pytest.mark.parametrize("reason", ["out_of_stock", "unknown_sku"])
+def test_a_failed_reservation_cancels_at_once(reason: str) -> None:
+    order = new_order()
+    order.stock_reservation_failed(
+        saga.StockReservationFailed(order_id="A-1", reason=reason, skus=["SKU-1"]), NOW
+    )
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, reason)
+    assert kinds(order) == ["order.cancelled"]
+
+
+def test_replies_that_do_not_fit_the_step_are_refused() -> None:
+    order = new_order()
+    with pytest.raises(TransitionNotAllowed):
+        order.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=1, charge_id="c"), NOW)
+    order.stock_reservation_failed(
+        saga.StockReservationFailed(order_id="A-1", reason="out_of_stock", skus=[]), NOW
+    )
+    with pytest.raises(TransitionNotAllowed):
+        order.stock_reserved(reserved(order), NOW)
+
+
+def test_outgoing_ids_are_deterministic_so_resending_is_harmless() -> None:
+    first, second = new_order(), new_order()
+    assert [
+        m.model_dump()["message_id" if hasattr(m, "message_id") else "event_id"] for m in first.outbox()
+    ] == [m.model_dump()["message_id" if hasattr(m, "message_id") else "event_id"] for m in second.outbox()]
+
+
+def test_every_transition_is_in_the_history() -> None:
+    order = new_order()
+    order.stock_reserved(reserved(order), NOW)
+    order.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=500, charge_id="c"), NOW)
+    assert [(h.status, h.step) for h in order.history] == [
+        (OrderStatus.PENDING, SagaStep.RESERVING_STOCK),
+        (OrderStatus.PENDING, SagaStep.CHARGING_PAYMENT),
+        (OrderStatus.CONFIRMED, SagaStep.DONE),
+    ]
+
+
+def test_a_rejected_order_announces_its_errors() -> None:
+    order = Order.reject("A-9", ["items: too short"], "CNY", NOW)
+    (event,) = order.outbox()
+    assert (event.type, event.status, event.reason, event.errors) == (
+        "order.rejected",
+        "rejected",
+        "invalid",
+        ["items: too short"],
+    )

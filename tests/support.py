@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from kombu import Connection, Consumer, Queue, binding
 from pymongo import MongoClient
@@ -21,6 +23,12 @@ from shared.settings import DATABASES, Settings
 T = TypeVar("T")
 
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def unique(prefix: str) -> str:
@@ -90,19 +98,31 @@ def consumer_count(amqp_url: str, queue: str) -> int:
             return 0
 
 
+def queue_depth(amqp_url: str, queue: str) -> int:
+    """Messages in a queue, ready or delivered but not yet acknowledged (as rabbitmqctl counts them)."""
+    vhost = unquote(urlsplit(amqp_url).path.lstrip("/")) or "/"
+    listing = subprocess.run(
+        [RABBITMQCTL, "list_queues", "-q", "-p", vhost, "name", "messages"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
+    return int(counts.get(queue, 0))
+
+
 def queue_messages(amqp_url: str, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
-    """Take every message off a queue (acking them): (body, headers) pairs."""
+    """Take every message off a queue (acking them): (body, headers) pairs; none if it does not exist."""
     taken = []
-    with Connection(amqp_url) as connection:
-        simple = connection.SimpleQueue(Queue(queue, durable=True), no_ack=True)
+    with Connection(amqp_url) as connection, connection.channel() as channel:
+        # no_declare: the owner declared it, possibly with arguments we must not contradict.
+        bound = Queue(queue, no_declare=True).bind(channel)
         try:
-            while True:
-                message = simple.get(block=True, timeout=0.5)
+            while (message := bound.get(no_ack=True)) is not None:
                 taken.append((message.body, dict(message.headers or {})))
-        except simple.Empty:
-            pass
-        finally:
-            simple.close()
+        except connection.channel_errors:
+            pass  # not declared yet
     return taken
 
 
@@ -162,3 +182,43 @@ class EventCollector:
             )
 
         return wait_for(terminal, timeout=timeout, what=f"the outcome of order {order_id}")
+
+
+def dramatiq_payloads(amqp_url: str, queue: str) -> list[dict[str, Any]]:
+    """Take every saga message off a dramatiq queue: each one's payload, with its actor's name."""
+    payloads = []
+    for raw, _headers in queue_messages(amqp_url, queue):
+        message = json.loads(raw)
+        payloads.append({"actor": message["actor_name"], "options": message["options"], **message["args"][0]})
+    return payloads
+
+
+class SmtpInbox:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[Any] = []
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        from email import message_from_bytes
+
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 Message accepted"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def to(self, recipient: str) -> list[Any]:
+        return [m for m in self.messages if m["To"] == recipient]
+
+    def __enter__(self) -> SmtpInbox:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()

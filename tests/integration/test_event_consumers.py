@@ -1,0 +1,133 @@
+"""Notification and reporting against the real broker, store and an SMTP server: each event counts once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pymongo import MongoClient
+
+from services.reporting.handlers import ReportingHandlers
+from services.reporting.store import SalesFacts
+from shared import store
+from shared.contracts.events import EventCustomer, EventLine, LowStock, OrderStatusChanged
+from shared.messaging import topology
+from shared.messaging.exchanges import EVENTS, EventPublisher, connect, declare_public_topology
+from shared.settings import Settings
+from tests.integration.conftest import running
+from tests.support import SmtpInbox, isolated_settings, queue_depth, queue_messages, unique, wait_for
+
+ALICE = EventCustomer(customer_id="C-1", name="Alice", email="alice@example.com")
+
+
+def order_event(
+    status: str, order_id: str | None = None, reason: str | None = None, **extra
+) -> OrderStatusChanged:
+    order_id = order_id or unique("A")
+    return OrderStatusChanged(
+        event_id=f"{order_id}:{status}",
+        type=f"order.{'accepted' if status == 'pending' else status}",
+        order_id=order_id,
+        status=status,
+        reason=reason,
+        customer=ALICE,
+        items=[EventLine(sku="SKU-1", quantity=2, unit_price="12.50", line_total="25.00")],
+        total="25.00",
+        currency="CNY",
+        payment_method="alipay",
+        **extra,
+    )
+
+
+@pytest.fixture
+def publisher(settings: Settings):
+    with connect(settings.amqp_url) as connection:
+        declare_public_topology(connection)
+        yield EventPublisher(connection)
+
+
+@pytest.fixture
+def inbox():
+    with SmtpInbox() as inbox:
+        yield inbox
+
+
+@pytest.fixture
+def smtp_settings(inbox: SmtpInbox):
+    with isolated_settings(smtp_url=inbox.url, operator_email="ops@example.com") as settings:
+        yield settings
+
+
+def notifications(settings: Settings) -> list[dict]:
+    return list(MongoClient(settings.mongo_url)[settings.database_name("notification")].notifications.find())
+
+
+def test_each_event_is_emailed_once_and_recorded(smtp_settings: Settings, inbox: SmtpInbox) -> None:
+    settings = smtp_settings
+    confirmed, cancelled = order_event("confirmed"), order_event("cancelled", reason="payment_declined")
+    low = LowStock(event_id=unique("low"), sku="SKU-1", name="Blue mug", available=1, threshold=3)
+    with (
+        running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]),
+        connect(settings.amqp_url) as conn,
+    ):
+        declare_public_topology(conn)
+        publisher = EventPublisher(conn)
+        for event in (confirmed, confirmed, cancelled, low, order_event("pending"), confirmed):
+            publisher.publish(event)
+        wait_for(lambda: len(inbox.messages) >= 3, what="three emails")
+        wait_for(lambda: len(notifications(settings)) == 3, what="three records")
+        # The duplicates were consumed too: nothing is left in the queue, and no more mail came.
+        wait_for(
+            lambda: queue_depth(settings.amqp_url, topology.NOTIFICATION_EVENTS_QUEUE) == 0,
+            interval=0.5,
+            what="every event, duplicates too, to be consumed",
+        )
+    subjects = sorted(message["Subject"] for message in inbox.messages)
+    assert subjects == sorted(
+        [
+            f"Your order {confirmed.order_id} is confirmed",
+            f"Your order {cancelled.order_id} was cancelled",
+            "Low stock: SKU-1 (1 left)",
+        ]
+    )
+    assert len(inbox.to("alice@example.com")) == 2
+    assert len(inbox.to("ops@example.com")) == 1
+    assert "payment was declined" in inbox.to("alice@example.com")[
+        1
+    ].get_payload() or "payment was declined" in (inbox.to("alice@example.com")[0].get_payload())
+    assert {(n["status"], n["channel"]) for n in notifications(settings)} == {("sent", "email")}
+
+
+def test_a_broken_event_goes_to_the_dead_letter_queue(settings: Settings, publisher: EventPublisher) -> None:
+    with running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]):
+        publisher.publish_raw(EVENTS, "order.confirmed", b'{"type": "order.confirmed", "order_id": 7}')
+        dlq = topology.dead_letter_queue(topology.NOTIFICATION_EVENTS_QUEUE)
+        ((raw, headers),) = wait_for(lambda: queue_messages(settings.amqp_url, dlq), what="the dead letter")
+    assert json.loads(raw)["order_id"] == 7
+    assert "not a valid event" in headers["x-orderflow-reason"]
+
+
+def test_the_sales_report_counts_every_order_once(settings: Settings, publisher: EventPublisher) -> None:
+    confirmed = [order_event("confirmed") for _ in range(3)]
+    cancelled = [
+        order_event("cancelled", reason=r) for r in ("out_of_stock", "out_of_stock", "payment_failed")
+    ]
+    rejected = order_event("rejected", reason="invalid")
+    facts = SalesFacts(store.database(store.connect(settings), settings, "reporting"))
+    with running("reporting", settings, [topology.REPORTING_EVENTS_QUEUE]):
+        for event in [*confirmed, *cancelled, rejected, *confirmed, cancelled[0]]:
+            publisher.publish(event)
+        report = ReportingHandlers(facts, "CNY")
+        wait_for(lambda: report.sales_report().orders_rejected == 1, what="the report to catch up")
+        wait_for(
+            lambda: queue_depth(settings.amqp_url, topology.REPORTING_EVENTS_QUEUE) == 0,
+            interval=0.5,
+            what="every event, duplicates too, to be consumed",
+        )
+    summary = report.sales_report().as_json()
+    assert summary["orders_confirmed"] == 3
+    assert summary["orders_cancelled"] == 3
+    assert summary["cancelled_by_reason"] == {"out_of_stock": 2, "payment_failed": 1}
+    assert summary["units_sold"] == 6
+    assert summary["revenue"] == "75.00"
+    assert summary["by_sku"] == [{"sku": "SKU-1", "units": 6, "revenue": "75.00"}]

@@ -1,0 +1,163 @@
+"""The inventory worker against the real broker and store: all or none, idempotence, compensation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.inventory.store import ProductRepository
+from shared import store
+from shared.contracts import saga
+from shared.messaging import topology
+from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.settings import Settings
+from tests.integration.conftest import running
+from tests.support import EventCollector, dramatiq_payloads, queue_messages, unique, wait_for
+
+
+@pytest.fixture
+def inventory(settings: Settings):
+    with running("inventory", settings, [topology.INVENTORY_QUEUE]) as app:
+        yield app
+
+
+@pytest.fixture
+def bus(settings: Settings):
+    broker = SagaBroker(settings)
+    yield SagaBus(broker)
+    broker.close()
+
+
+@pytest.fixture
+def products(settings: Settings) -> ProductRepository:
+    return ProductRepository(store.database(store.connect(settings), settings, "inventory"))
+
+
+def stock(
+    bus: SagaBus, products: ProductRepository, sku: str, quantity: int, price: int = 100, threshold: int = 0
+):
+    command = saga.SetStock(sku=sku, quantity=quantity, price=price, name=sku, low_stock_threshold=threshold)
+    bus.send(command)
+    wait_for(
+        lambda: (p := products.get(sku)) and command.message_id in p.recent_operations, what=f"{sku} set"
+    )
+
+
+def replies(settings: Settings, count: int) -> list[dict]:
+    collected: list[dict] = []
+
+    def enough() -> bool:
+        collected.extend(dramatiq_payloads(settings.amqp_url, topology.ORDER_SAGA_QUEUE))
+        return len(collected) >= count
+
+    wait_for(enough, what=f"{count} replies")
+    return collected
+
+
+def levels(products: ProductRepository, sku: str) -> tuple[int, int, int]:
+    product = products.get(sku)
+    assert product is not None
+    return product.available, product.reserved, product.sold
+
+
+def test_an_order_with_one_short_line_reserves_nothing(settings, inventory, bus, products) -> None:
+    a, b = unique("A"), unique("B")
+    stock(bus, products, a, 5)
+    stock(bus, products, b, 1)
+    bus.send(
+        saga.ReserveStock(
+            order_id="o-1", lines=[saga.StockLine(sku=a, quantity=2), saga.StockLine(sku=b, quantity=2)]
+        )
+    )
+    (reply,) = replies(settings, 1)
+    assert (reply["actor"], reply["reason"], reply["skus"]) == (
+        "stock_reservation_failed",
+        "out_of_stock",
+        [b],
+    )
+    assert levels(products, a) == (5, 0, 0)
+    assert levels(products, b) == (1, 0, 0)
+
+
+def test_reserve_release_and_commit(settings, inventory, bus, products) -> None:
+    a = unique("A")
+    stock(bus, products, a, 5, price=1250)
+    bus.send(saga.ReserveStock(order_id="o-2", lines=[saga.StockLine(sku=a, quantity=2)]))
+    (reserved,) = replies(settings, 1)
+    assert (reserved["actor"], reserved["total"]) == ("stock_reserved", 2500)
+    assert reserved["lines"] == [{"sku": a, "quantity": 2, "unit_price": 1250, "line_total": 2500}]
+    assert levels(products, a) == (3, 2, 0)
+
+    bus.send(saga.ReleaseStock(order_id="o-2"))
+    (released,) = replies(settings, 1)
+    assert released["actor"] == "stock_released"
+    assert levels(products, a) == (5, 0, 0)
+
+    bus.send(saga.ReserveStock(order_id="o-3", lines=[saga.StockLine(sku=a, quantity=4)]))
+    replies(settings, 1)
+    bus.send(saga.CommitStock(order_id="o-3"))
+    wait_for(lambda: levels(products, a) == (1, 0, 4), what="the commit")
+
+
+def test_a_redelivered_reservation_holds_once_and_replies_the_same(
+    settings, inventory, bus, products
+) -> None:
+    a = unique("A")
+    stock(bus, products, a, 5)
+    command = saga.ReserveStock(order_id="o-4", lines=[saga.StockLine(sku=a, quantity=3)])
+    bus.send(command)
+    bus.send(command)
+    first, second = replies(settings, 2)
+    assert first["message_id"] == second["message_id"]
+    assert levels(products, a) == (2, 3, 0)
+
+
+def test_unknown_skus_are_refused(settings, inventory, bus) -> None:
+    bus.send(saga.ReserveStock(order_id="o-5", lines=[saga.StockLine(sku="NO-SUCH-SKU", quantity=1)]))
+    (reply,) = replies(settings, 1)
+    assert (reply["reason"], reply["skus"]) == ("unknown_sku", ["NO-SUCH-SKU"])
+
+
+def test_restock_applies_once(settings, inventory, bus, products) -> None:
+    a = unique("A")
+    stock(bus, products, a, 1)
+    command = saga.Restock(sku=a, quantity=4)
+    bus.send(command)
+    bus.send(command)
+    wait_for(lambda: levels(products, a)[0] == 5, what="the restock")
+    bus.send(saga.Restock(sku=a, quantity=1))
+    wait_for(lambda: levels(products, a)[0] == 6, what="the second restock")
+
+
+def test_falling_below_the_threshold_raises_one_alert(settings, inventory, bus, products) -> None:
+    a = unique("A")
+    with EventCollector(settings.amqp_url) as collector:
+        stock(bus, products, a, 5, threshold=3)
+        bus.send(saga.ReserveStock(order_id="o-6", lines=[saga.StockLine(sku=a, quantity=3)]))
+        bus.send(saga.ReserveStock(order_id="o-7", lines=[saga.StockLine(sku=a, quantity=1)]))
+        replies(settings, 2)
+        alert = wait_for(lambda: [e for e in collector.events if e["type"] == "stock.low"], what="an alert")
+    assert len(alert) == 1
+    assert (alert[0]["sku"], alert[0]["available"], alert[0]["threshold"]) == (a, 2, 3)
+
+
+def test_a_message_breaking_the_contract_is_dead_lettered_with_the_reason(settings, inventory, bus) -> None:
+    import dramatiq
+
+    bus.broker.enqueue(
+        dramatiq.Message(
+            queue_name=topology.INVENTORY_QUEUE,
+            actor_name="reserve_stock",
+            args=({"order_id": "o-8", "lines": "not a list"},),
+            kwargs={},
+            options={},
+        )
+    )
+    dead = wait_for(
+        lambda: queue_messages(settings.amqp_url, f"{topology.INVENTORY_QUEUE}.XQ"), what="a dead letter"
+    )
+    body, headers = dead[0]
+    assert "invalid ReserveStock" in headers["x-orderflow-reason"]
+    assert json.loads(body)["args"][0]["order_id"] == "o-8"
+    assert json.loads(body)["options"]["dead_letter_reason"].startswith("invalid ReserveStock: lines")

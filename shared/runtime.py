@@ -83,7 +83,7 @@ def run_process(service: str, threads: int) -> None:
     """One worker process: read settings, bootstrap, serve until signalled."""
     bootstrap: Bootstrap = importlib.import_module(f"services.{service}.bootstrap").bootstrap
     settings = Settings()
-    logs.configure(worker=service)
+    logs.configure(worker=service, level=settings.log_level)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -18,10 +18,10 @@ class Settings(BaseSettings):
     db_prefix: str = Field(default="orderflow", pattern=r"^[A-Za-z0-9_-]{1,40}$")
 
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    # Limits on what the intake accepts.
+    # The largest intake message accepted; larger ones are dead-lettered unread.
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
-    max_order_lines: int = Field(default=100, gt=0)
 
     # Retries of transient failures (a dependency down, a gateway error), with exponential backoff.
     max_retries: int = Field(default=5, ge=0)

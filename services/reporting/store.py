@@ -23,6 +23,7 @@ class SalesFacts:
 
     def ensure_indexes(self) -> None:
         self._outcomes.create_index("status")
+        self._outcomes.create_index("order_id")
         self._lines.create_index("sku")
 
     def record_outcome(self, outcome: dict[str, Any]) -> None:
@@ -38,6 +39,13 @@ class SalesFacts:
             if any(error["code"] != DUPLICATE_KEY for error in e.details.get("writeErrors", [])):
                 raise
 
+    def statuses_of(self, order_ids: list[str]) -> dict[str, set[str]]:
+        """The statuses recorded so far for each of these orders."""
+        recorded: dict[str, set[str]] = {}
+        for outcome in self._outcomes.find({"order_id": {"$in": order_ids}}, {"order_id": 1, "status": 1}):
+            recorded.setdefault(outcome["order_id"], set()).add(outcome["status"])
+        return recorded
+
     def outcomes_by_status_and_reason(self) -> list[dict[str, Any]]:
         """Order counts grouped by status and reason: `{"_id": {"status", "reason"}, "orders": n}`."""
         pipeline = [{"$group": {"_id": {"status": "$status", "reason": "$reason"}, "orders": {"$sum": 1}}}]
@@ -47,7 +55,9 @@ class SalesFacts:
         """Units and revenue of confirmed lines grouped by `sku` or `day`, sorted by the key."""
         units = self._sum_by(key, "units")
         revenue = self._sum_by(key, "revenue")
-        return [{"_id": group, "units": units[group], "revenue": revenue.get(group, 0)} for group in sorted(units)]
+        return [
+            {"_id": group, "units": units[group], "revenue": revenue.get(group, 0)} for group in sorted(units)
+        ]
 
     def _sum_by(self, key: str, field: str) -> dict[Any, int]:
         # One accumulator per $group: FerretDB v1 sums only the first field-path $sum of a stage

@@ -62,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("order_id")
     status.add_argument("--json", action="store_true")
 
+    sagas = commands.add_parser("sagas", help="sagas").add_subparsers(dest="action", required=True)
+    sagas_stuck = sagas.add_parser("stuck", help="pending orders past their step's deadline")
+    sagas_stuck.add_argument("--json", action="store_true")
+
+    dlq = commands.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)
+    dlq_list = dlq.add_parser("list", help="count per dead-letter queue, or the messages of one")
+    dlq_list.add_argument("queue", nargs="?", help="a dead-letter queue, or the queue it serves")
+    dlq_list.add_argument("--json", action="store_true")
+    dlq_replay = dlq.add_parser("replay", help="send dead letters back to their queue")
+    dlq_replay.add_argument("queue")
+    which = dlq_replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="message_id")
+    which.add_argument("--all", action="store_true")
+    dlq_purge = dlq.add_parser("purge", help="delete every message of a dead-letter queue")
+    dlq_purge.add_argument("queue")
+
     report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
     sales = report.add_parser("sales", help="sales: orders, units and revenue")
     sales.add_argument("--json", action="store_true")
@@ -102,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         from services.order import cli as order
 
         return order.status(settings, args.order_id, args.json)
+    if args.command == "sagas":
+        from services.order import cli as order
+
+        return order.stuck(settings, args.json)
+    if args.command == "dlq":
+        from services import operations
+
+        if args.action == "list":
+            return operations.dlq_list(settings, args.queue, args.json)
+        if args.action == "replay":
+            return operations.dlq_replay(settings, args.queue, args.message_id, args.all)
+        return operations.dlq_purge(settings, args.queue)
     from services.reporting import cli as reporting
 
     return reporting.sales(settings, args.json)

@@ -37,6 +37,8 @@ class WorkerApp:
     settings: Settings
     broker: SagaBroker
     consumers: list[Callable[[], QueueConsumer]] = field(default_factory=list)
+    # Work done periodically in a thread of its own: (name, seconds between runs, function).
+    periodic: list[tuple[str, float, Callable[[], Any]]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @property
@@ -62,6 +64,14 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
     ]
     for thread in consumer_threads:
         thread.start()
+    periodic_threads = [
+        threading.Thread(
+            target=_every, args=(name, seconds, task, stop), name=f"{app.name}-{name}", daemon=True
+        )
+        for name, seconds, task in app.periodic
+    ]
+    for thread in periodic_threads:
+        thread.start()
     log.info(
         "%s worker ready: %d threads on %s", app.name, threads, ", ".join(sorted(app.queues)) or "events"
     )
@@ -73,10 +83,22 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
         thread.join(DRAIN_TIMEOUT_SECONDS)
     if worker is not None:
         worker.stop(timeout=DRAIN_TIMEOUT_SECONDS * 1000)
+    for thread in periodic_threads:
+        thread.join(DRAIN_TIMEOUT_SECONDS)
     for close in app.closers:
         close()
     app.broker.close()
     log.info("%s worker stopped", app.name)
+
+
+def _every(name: str, seconds: float, task: Callable[[], Any], stop: threading.Event) -> None:
+    """Run `task` now and then every `seconds` until `stop`; a failure is logged and retried next time."""
+    while not stop.is_set():
+        try:
+            task()
+        except Exception:
+            log.exception("%s failed; trying again in %.1f s", name, seconds)
+        stop.wait(seconds)
 
 
 def run_process(service: str, threads: int) -> None:

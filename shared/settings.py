@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     # The largest intake message accepted; larger ones are dead-lettered unread.
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
 
+    # A saga step with no reply within this many seconds is compensated and the order cancelled.
+    step_timeout: float = Field(default=30.0, gt=0)
+    # How often each order worker looks for sagas past their deadline.
+    sweep_interval: float = Field(default=1.0, gt=0)
+
     # Retries of transient failures (a dependency down, a gateway error), with exponential backoff.
     max_retries: int = Field(default=5, ge=0)
     min_backoff_ms: int = Field(default=200, gt=0)
@@ -33,7 +38,7 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "Orderflow <orders@orderflow.invalid>"
     operator_email: str = "operators@orderflow.invalid"
-    notification_lease_seconds: float = Field(default=30.0, gt=0)
+    notification_lease_seconds: float = Field(default=10.0, gt=0)
 
     def database_name(self, service: str) -> str:
         """The database a worker owns: `<prefix>_orders`, `<prefix>_inventory`, ..."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from services.order.actors import intake_consumer, register_actors
 from services.order.handlers import OrderHandlers
 from services.order.store import OrderRepository
@@ -24,12 +26,16 @@ def bootstrap(settings: Settings) -> WorkerApp:
         EventPublisher(events),
         currency=settings.currency,
         max_message_bytes=settings.max_message_bytes,
+        step_timeout=timedelta(seconds=settings.step_timeout),
     )
     register_actors(SagaBus(broker), handlers)
+    # After a restart, say again what every pending saga waits for: nothing stays pending forever.
+    handlers.resume_pending()
     return WorkerApp(
         "order",
         settings,
         broker,
         consumers=[lambda: intake_consumer(settings.amqp_url, handlers)],
+        periodic=[("saga deadlines", settings.sweep_interval, handlers.expire_overdue)],
         closers=[events.release, client.close],
     )

@@ -10,6 +10,7 @@ from typing import Any
 from services.order.domain import Order
 from services.order.store import OrderRepository
 from shared import store
+from shared.contracts.base import utcnow
 from shared.messaging import topology
 from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
 from shared.money import to_decimal_string
@@ -87,6 +88,7 @@ def order_view(order: Order) -> dict[str, Any]:
             for line in order.lines
         ],
         "created_at": order.created_at.isoformat(),
+        "deadline": order.deadline.isoformat() if order.deadline else None,
         "history": [
             {
                 "at": entry.at.isoformat(),
@@ -97,3 +99,19 @@ def order_view(order: Order) -> dict[str, Any]:
             for entry in order.history
         ],
     }
+
+
+def stuck(settings: Settings, as_json: bool) -> int:
+    """Pending orders past their step's deadline: the order worker times them out when it runs."""
+    orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
+    overdue = orders.overdue(utcnow())
+    if as_json:
+        print(json.dumps([order_view(order) for order in overdue], indent=2, default=str))
+        return 0
+    if not overdue:
+        print("no saga is past its deadline")
+    for order in overdue:
+        assert order.deadline is not None
+        late = (utcnow() - order.deadline).total_seconds()
+        print(f"{order.order_id:<24} {order.step:<18} {late:>8.0f} s past its deadline")
+    return 0

@@ -8,7 +8,7 @@ re-sending it after a crash or a redelivery is always safe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.contracts import saga
@@ -37,6 +37,7 @@ class CancelReason(StrEnum):
     UNKNOWN_SKU = "unknown_sku"
     PAYMENT_DECLINED = "payment_declined"
     PAYMENT_FAILED = "payment_failed"
+    TIMEOUT = "timeout"
 
 
 REJECTED_INVALID = "invalid"
@@ -93,14 +94,22 @@ class Order:
     history: list[HistoryEntry] = field(default_factory=list)
     # Id of the message that caused the current state: its redelivery re-sends what this state says.
     last_cause: str = ""
+    # A pending step gets no reply after this: the saga compensates and cancels with `timeout`.
+    step_timeout: timedelta = timedelta(seconds=30)
+    deadline: datetime | None = None
+    # A charge was asked for and the saga did not finish it: whatever was captured must be refunded.
+    refund_required: bool = False
     version: int = 0
 
     # Creation ---------------------------------------------------------------------------------
 
     @classmethod
-    def accept(cls, submission: OrderSubmission, currency: str, now: datetime) -> Order:
+    def accept(
+        cls, submission: OrderSubmission, currency: str, now: datetime, step_timeout: timedelta | None = None
+    ) -> Order:
         """A valid submission becomes a pending order whose saga starts by reserving stock."""
         order = cls(
+            step_timeout=step_timeout or timedelta(seconds=30),
             order_id=submission.order_id,
             customer=Customer(**submission.customer.model_dump()),
             lines=[Line(sku, quantity) for sku, quantity in _merged(submission)],
@@ -157,6 +166,27 @@ class Order:
         self._expect(SagaStep.RELEASING_STOCK)
         self._finish(OrderStatus.CANCELLED, CancelReason(self.reason), now, reply.message_id)
 
+    def is_overdue(self, now: datetime) -> bool:
+        return self.status is OrderStatus.PENDING and self.deadline is not None and now >= self.deadline
+
+    def time_out(self, now: datetime) -> None:
+        """No reply came in time. Compensate what the step may have done; a release is asked again."""
+        if not self.is_overdue(now):
+            raise TransitionNotAllowed(f"order {self.order_id} is not overdue")
+        cause = self._id(f"timeout/{len(self.history)}")
+        if self.step is SagaStep.RESERVING_STOCK:
+            self.step, self.reason = SagaStep.RELEASING_STOCK, CancelReason.TIMEOUT
+        elif self.step is SagaStep.CHARGING_PAYMENT:
+            self.step, self.reason = SagaStep.RELEASING_STOCK, CancelReason.TIMEOUT
+            self.refund_required = True
+            self.payment_token = None
+        # In releasing_stock there is nothing to give up: the release must happen, so it is re-sent.
+        self._record(now, cause)
+
+    def compensations_for_late_capture(self) -> list[Message]:
+        """A charge captured after the saga gave up on it is refunded."""
+        return [self._refund()] if self.refund_required else []
+
     # What the current state says to the world ------------------------------------------------
 
     def outbox(self) -> list[Message | Event]:
@@ -188,10 +218,12 @@ class Order:
                 messages.append(
                     saga.ReleaseStock(message_id=self._id("release-stock"), order_id=self.order_id)
                 )
+                messages.extend(self.compensations_for_late_capture())
         elif self.status is OrderStatus.CONFIRMED:
             messages.append(saga.CommitStock(message_id=self._id("commit-stock"), order_id=self.order_id))
             messages.append(self._event("order.confirmed"))
         elif self.status is OrderStatus.CANCELLED:
+            messages.extend(self.compensations_for_late_capture())
             messages.append(self._event("order.cancelled"))
         elif self.status is OrderStatus.REJECTED:
             messages.append(self._event("order.rejected"))
@@ -220,6 +252,10 @@ class Order:
     def _record(self, now: datetime, cause: str) -> None:
         self.history.append(HistoryEntry(now, self.status, self.step, cause, self.reason))
         self.last_cause = cause
+        self.deadline = now + self.step_timeout if self.status is OrderStatus.PENDING else None
+
+    def _refund(self) -> saga.RefundPayment:
+        return saga.RefundPayment(message_id=self._id("refund-payment"), order_id=self.order_id)
 
     def _id(self, what: str) -> str:
         return derive_id(self.order_id, what)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from services.order.domain import Order, TransitionNotAllowed
@@ -43,6 +43,7 @@ class OrderHandlers:
         *,
         currency: str,
         max_message_bytes: int,
+        step_timeout: timedelta = timedelta(seconds=30),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.orders = orders
@@ -50,6 +51,7 @@ class OrderHandlers:
         self.events = events
         self.currency = currency
         self.max_message_bytes = max_message_bytes
+        self.step_timeout = step_timeout
         self.clock = clock
 
     # Intake -----------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ class OrderHandlers:
                     self._start(Order.reject(e.order_id, e.errors, self.currency, self.clock()))
             raise
         with message_context(message_id=None, order_id=submission.order_id):
-            self._start(Order.accept(submission, self.currency, self.clock()))
+            self._start(Order.accept(submission, self.currency, self.clock(), self.step_timeout))
 
     def _start(self, order: Order) -> None:
         if self.orders.add(order):
@@ -99,7 +101,7 @@ class OrderHandlers:
         self._advance(reply, Order.stock_released)
 
     def _advance(self, reply: R, transition: Callable[[Order, R, datetime], None]) -> None:
-        order = self.orders.get(reply.order_id)
+        order = self._load(reply.order_id)
         if order is None:
             raise PermanentError(f"{type(reply).__name__} for unknown order {reply.order_id}")
         if reply.message_id == order.last_cause:
@@ -110,10 +112,64 @@ class OrderHandlers:
         try:
             transition(order, reply, self.clock())
         except TransitionNotAllowed as e:
-            log.info("ignoring %s: %s", type(reply).__name__, e)
+            self._late(reply, order, e)
             return
+        self._save(order, type(reply).__name__)
+
+    def _late(self, reply: OrderMessage, order: Order, why: TransitionNotAllowed) -> None:
+        """A reply that does not fit the step: a duplicate, or one that came after a timeout."""
+        late_capture = isinstance(reply, saga.PaymentCaptured)
+        compensations = order.compensations_for_late_capture() if late_capture else []
+        if compensations:
+            log.warning("order %s: payment captured after the saga gave up; refunding", order.order_id)
+        else:
+            log.info("ignoring %s: %s", type(reply).__name__, why)
+        for message in compensations:
+            self.commands.send(message)
+
+    # Deadlines --------------------------------------------------------------------------------
+
+    def expire_overdue(self) -> int:
+        """Time out every pending order past its deadline; returns how many were moved on."""
+        expired = 0
+        for overdue in self.orders.overdue(self.clock()):
+            with message_context(message_id=None, order_id=overdue.order_id):
+                order = self._load(overdue.order_id)
+                if order is None or not order.is_overdue(self.clock()):
+                    continue
+                order.time_out(self.clock())
+                try:
+                    self._save(order, "timeout")
+                except ConcurrentUpdate:
+                    continue  # a reply or another worker moved it first
+                expired += 1
+        return expired
+
+    def resume_pending(self) -> int:
+        """After a restart: say again what every pending order is waiting on (receivers dedupe)."""
+        pending = self.orders.pending()
+        for order in pending:
+            self._dispatch(order)
+        return len(pending)
+
+    # Internals --------------------------------------------------------------------------------
+
+    def _load(self, order_id: str) -> Order | None:
+        order = self.orders.get(order_id)
+        if order is None:
+            return None
+        unfinished = self.orders.unfinished_transition(order)
+        if unfinished is not None:
+            # Its winner died between claiming the transition and writing it: finish for it.
+            log.warning("order %s: finishing an interrupted transition", order_id)
+            self.orders.finish_transition(unfinished)
+            self._dispatch(unfinished)
+            return unfinished
+        return order
+
+    def _save(self, order: Order, cause: str) -> None:
         if not self.orders.save(order):
-            raise ConcurrentUpdate(f"order {order.order_id} changed while handling {type(reply).__name__}")
+            raise ConcurrentUpdate(f"order {order.order_id} changed while handling {cause}")
         log.info("order %s is %s (%s)", order.order_id, order.status, order.step)
         self._dispatch(order)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -12,11 +13,21 @@ from services.order.domain import Customer, HistoryEntry, Line, Order, OrderStat
 
 
 class OrderRepository:
+    """Orders, and the claims that make each transition of an order happen once.
+
+    Moving an order from version n to n+1 first inserts the claim `<order id>:<n+1>` holding the
+    new state. Inserts under a unique id are atomic on MongoDB and on FerretDB alike, so of two
+    handlers racing to move the same order (a reply and a timeout, say) exactly one wins, even on a
+    store whose conditional updates are not atomic. The winner then writes the order document; if
+    it dies in between, the next reader finds the claim ahead of the document and rolls it forward.
+    """
+
     def __init__(self, db: Database) -> None:
         self._orders = db["orders"]
+        self._transitions = db["order_transitions"]
 
     def ensure_indexes(self) -> None:
-        self._orders.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        self._orders.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
 
     def add(self, order: Order) -> bool:
         """Insert a new order; False if one with that id exists (the id is the idempotency key)."""
@@ -31,15 +42,44 @@ class OrderRepository:
         return None if document is None else _from_document(document)
 
     def save(self, order: Order) -> bool:
-        """Write a transition, guarded by the version it was read at; False if someone else moved first."""
-        document = _to_document(order)
-        result = self._orders.update_one(
-            {"_id": order.order_id, "version": order.version},
-            {"$set": {**{k: v for k, v in document.items() if k != "_id"}, "version": order.version + 1}},
+        """Write a transition of the order read at `order.version`; False if another one won it."""
+        state = _to_document(order)
+        state["version"] = order.version + 1
+        try:
+            self._transitions.insert_one(
+                {"_id": f"{order.order_id}:{order.version + 1}", "order_id": order.order_id, "state": state}
+            )
+        except DuplicateKeyError:
+            return False
+        self._write(state, order.version)
+        order.version += 1
+        return True
+
+    def unfinished_transition(self, order: Order) -> Order | None:
+        """The state a claimed transition moves this order to, if its writer died before writing it."""
+        claim = self._transitions.find_one({"_id": f"{order.order_id}:{order.version + 1}"})
+        return None if claim is None else _from_document(claim["state"])
+
+    def finish_transition(self, order: Order) -> None:
+        """Write the state of a claimed transition (idempotent: the same state whoever writes it)."""
+        self._write(_to_document(order), order.version - 1)
+
+    def pending(self, limit: int = 500) -> list[Order]:
+        """Pending orders, the most overdue first."""
+        cursor = self._orders.find({"status": "pending"}).sort("deadline", ASCENDING).limit(limit)
+        return [_from_document(document) for document in cursor]
+
+    def overdue(self, now: datetime, limit: int = 500) -> list[Order]:
+        cursor = (
+            self._orders.find({"status": "pending", "deadline": {"$lte": now}})
+            .sort("deadline", ASCENDING)
+            .limit(limit)
         )
-        if result.matched_count:
-            order.version += 1
-        return bool(result.matched_count)
+        return [_from_document(document) for document in cursor]
+
+    def _write(self, state: dict[str, Any], previous_version: int) -> None:
+        fields = {key: value for key, value in state.items() if key != "_id"}
+        self._orders.update_one({"_id": state["_id"], "version": previous_version}, {"$set": fields})
 
     def count_by_status(self) -> dict[str, int]:
         pipeline = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
@@ -71,6 +111,9 @@ def _to_document(order: Order) -> dict[str, Any]:
             for entry in order.history
         ],
         "last_cause": order.last_cause,
+        "step_timeout_seconds": order.step_timeout.total_seconds(),
+        "deadline": order.deadline,
+        "refund_required": order.refund_required,
         "version": order.version,
     }
 
@@ -100,5 +143,8 @@ def _from_document(document: dict[str, Any]) -> Order:
             for entry in document.get("history", [])
         ],
         last_cause=document.get("last_cause", ""),
+        step_timeout=timedelta(seconds=document.get("step_timeout_seconds", 30)),
+        deadline=document.get("deadline"),
+        refund_required=document.get("refund_required", False),
         version=document.get("version", 0),
     )

@@ -13,9 +13,13 @@ from services.payment.gateways import GatewayUnavailable, PaymentGateway
 from services.payment.store import PaymentRepository
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id, utcnow
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
+
+
+class ChargeInProgress(TransientError):
+    """A refund arrived while the charge it undoes is still being made: retry once it settled."""
 
 
 class CommandSender(Protocol):
@@ -102,6 +106,8 @@ class PaymentHandlers:
         )
         payment = voided if self.payments.claim(voided) else self.payments.get(command.order_id)
         assert payment is not None
+        if payment.status is PaymentStatus.CHARGING:
+            raise ChargeInProgress(f"the charge of {command.order_id} is not settled yet; refund after it is")
         if payment.status is PaymentStatus.CAPTURED:
             assert payment.charge_id is not None
             refund_id = self.gateways[payment.method].refund(

@@ -19,6 +19,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 from kombu.mixins import ConsumerMixin
 from kombu.pools import producers
 
+from shared.contracts.base import new_id
 from shared.contracts.events import Event
 from shared.errors import PermanentError
 from shared.messaging import topology
@@ -158,6 +159,7 @@ class QueueConsumer(ConsumerMixin):
             delivery,
             {
                 REASON_HEADER: reason[:4000],
+                "x-orderflow-dead-letter-id": new_id(),
                 "x-orderflow-queue": self.queue.name,
                 "x-orderflow-routing-key": delivery.routing_key,
                 "x-orderflow-dead-lettered-at": datetime.now(UTC).isoformat(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 from services.order.domain import Order
@@ -31,6 +32,15 @@ class FakeOrders:
         order.version += 1
         self.orders[order.order_id] = copy.deepcopy(order)
         return True
+
+    def unfinished_transition(self, order: Order) -> Order | None:
+        return None
+
+    def pending(self, limit: int = 500) -> list[Order]:
+        return [copy.deepcopy(o) for o in self.orders.values() if o.status == "pending"]
+
+    def overdue(self, now: datetime, limit: int = 500) -> list[Order]:
+        return [o for o in self.pending() if o.is_overdue(now)]
 
 
 class FakePayments:

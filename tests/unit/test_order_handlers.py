@@ -1,6 +1,6 @@
 """Order use cases with fakes: intake, idempotent resubmission, redelivered and stale replies."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -119,3 +119,40 @@ def test_the_full_path_to_confirmation(handlers: OrderHandlers, orders: FakeOrde
     assert orders.orders["A-1"].status == "confirmed"
     assert [type(m).__name__ for m in outbox.sent] == ["ReserveStock", "ChargePayment", "CommitStock"]
     assert [e.type for e in outbox.published] == ["order.accepted", "order.confirmed"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_overdue_sagas_are_timed_out_and_a_late_capture_is_refunded(
+    orders: FakeOrders, outbox: Outbox
+) -> None:
+    clock = Clock()
+    handlers = OrderHandlers(orders, outbox, outbox, currency="CNY", max_message_bytes=65536, clock=clock)
+    handlers.submit_order(delivery(submission("A-1")))
+    handlers.stock_reserved(reserved())
+    assert handlers.expire_overdue() == 0
+    clock.now += timedelta(seconds=31)
+    assert handlers.expire_overdue() == 1
+    assert (orders.orders["A-1"].step, orders.orders["A-1"].reason) == ("releasing_stock", "timeout")
+    outbox.sent.clear()
+    handlers.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c"))
+    assert [type(m).__name__ for m in outbox.sent] == ["RefundPayment"]
+    handlers.stock_released(saga.StockReleased(order_id="A-1"))
+    assert (orders.orders["A-1"].status, orders.orders["A-1"].reason) == ("cancelled", "timeout")
+
+
+def test_resuming_after_a_restart_says_again_what_pending_orders_wait_for(
+    handlers: OrderHandlers, outbox: Outbox
+) -> None:
+    handlers.submit_order(delivery(submission("A-1")))
+    handlers.submit_order(delivery(submission("A-2")))
+    handlers.stock_reserved(reserved("A-2"))
+    outbox.sent.clear()
+    assert handlers.resume_pending() == 2
+    assert sorted(type(m).__name__ for m in outbox.sent) == ["ChargePayment", "ReserveStock"]

@@ -1,6 +1,6 @@
 """The saga state machine: transitions, what each state says, and refusal of stale replies."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -127,3 +127,55 @@ def test_a_rejected_order_announces_its_errors() -> None:
         "invalid",
         ["items: too short"],
     )
+
+
+LATER = NOW + timedelta(seconds=31)
+
+
+def test_a_pending_step_gets_a_deadline_and_a_finished_order_none() -> None:
+    order = new_order()
+    assert order.deadline == NOW + timedelta(seconds=30)
+    assert not order.is_overdue(NOW + timedelta(seconds=29)) and order.is_overdue(LATER)
+    order.stock_reservation_failed(
+        saga.StockReservationFailed(order_id="A-1", reason="out_of_stock", skus=[]), NOW
+    )
+    assert order.deadline is None and not order.is_overdue(LATER)
+
+
+def test_a_reservation_that_times_out_is_released_then_cancelled() -> None:
+    order = new_order()
+    order.time_out(LATER)
+    assert (order.status, order.step, order.reason) == (
+        OrderStatus.PENDING,
+        SagaStep.RELEASING_STOCK,
+        "timeout",
+    )
+    assert kinds(order) == ["ReleaseStock"]
+    order.stock_released(saga.StockReleased(order_id="A-1"), LATER)
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, "timeout")
+    assert kinds(order) == ["order.cancelled"]
+
+
+def test_a_charge_that_times_out_is_refunded_and_its_stock_released() -> None:
+    order = new_order()
+    order.stock_reserved(reserved(order), NOW)
+    order.time_out(LATER)
+    assert order.refund_required and order.payment_token is None
+    assert kinds(order) == ["ReleaseStock", "RefundPayment"]
+    order.stock_released(saga.StockReleased(order_id="A-1"), LATER)
+    assert kinds(order) == ["RefundPayment", "order.cancelled"]
+    assert [type(m).__name__ for m in order.compensations_for_late_capture()] == ["RefundPayment"]
+
+
+def test_a_release_that_times_out_is_asked_again() -> None:
+    order = new_order()
+    order.time_out(LATER)
+    first_cause = order.last_cause
+    order.time_out(LATER + timedelta(seconds=31))
+    assert order.step is SagaStep.RELEASING_STOCK and order.last_cause != first_cause
+    assert kinds(order) == ["ReleaseStock"]
+
+
+def test_an_order_within_its_deadline_does_not_time_out() -> None:
+    with pytest.raises(TransitionNotAllowed):
+        new_order().time_out(NOW + timedelta(seconds=5))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start, idempotently, the services Orderflow needs that are not already reachable:
 # RabbitMQ (Debian's rabbitmq-server) and a MongoDB wire-protocol store (FerretDB on SQLite).
-# Usage: scripts/services.sh [start|stop|status]
+# Usage: scripts/services.sh [start|stop|status|stop-store|stop-broker]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -96,11 +96,17 @@ start_ferretdb() {
     say "FerretDB is up on $MONGO_HOST:$MONGO_PORT"
 }
 
-stop_all() {
-    if [ -f "$STATE_DIR/ferretdb.pid" ] && kill "$(cat "$STATE_DIR/ferretdb.pid")" 2>/dev/null; then
+stop_ferretdb() {
+    local pid
+    pid="$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
         say "stopped FerretDB"
     fi
     rm -f "$STATE_DIR/ferretdb.pid"
+}
+
+stop_rabbitmq() {
     if reachable $AMQP_HOST $AMQP_PORT; then
         PATH="$PATH:/usr/sbin" as_root rabbitmqctl stop >/dev/null && say "stopped RabbitMQ"
     fi
@@ -113,7 +119,9 @@ status() {
 
 case "${1:-start}" in
     start) start_rabbitmq; start_ferretdb ;;
-    stop) stop_all ;;
+    stop) stop_ferretdb; stop_rabbitmq ;;
+    stop-store) stop_ferretdb ;;
+    stop-broker) stop_rabbitmq ;;
     status) status ;;
-    *) fail "usage: $0 [start|stop|status]" ;;
+    *) fail "usage: $0 [start|stop|status|stop-store|stop-broker]" ;;
 esac

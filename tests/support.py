@@ -127,39 +127,47 @@ def queue_messages(amqp_url: str, queue: str) -> list[tuple[bytes, dict[str, Any
 
 
 class EventCollector:
-    """Records every public event, as an outside subscriber would: a queue of its own on the exchange."""
+    """Records every public event, as an outside subscriber would: a durable queue of its own on the
+    exchange, consumed across broker restarts."""
 
     def __init__(self, amqp_url: str) -> None:
         self.events: list[dict[str, Any]] = []
-        self._connection = Connection(amqp_url)
-        self._queue = Queue(
-            unique("test-events"), bindings=[binding(EVENTS, routing_key="#")], exclusive=True
-        )
+        self._url = amqp_url
+        self._queue = Queue(unique("test-events"), bindings=[binding(EVENTS, routing_key="#")], durable=True)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> EventCollector:
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(30):
+            raise AssertionError("the event collector did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._connection.release()
+        with Connection(self._url) as connection, connection.channel() as channel:
+            self._queue.bind(channel).delete()
 
     def _run(self) -> None:
-        with self._connection.channel() as channel:
-            EVENTS.bind(channel).declare()
-            consumer = Consumer(channel, queues=[self._queue], callbacks=[self._on_message], accept=["json"])
-            with consumer:
-                self._ready.set()
-                while not self._stop.is_set():
-                    try:
-                        self._connection.drain_events(timeout=0.2)
-                    except TimeoutError:
-                        continue
+        while not self._stop.is_set():
+            connection = Connection(self._url)
+            try:
+                with connection, connection.channel() as channel:
+                    EVENTS.bind(channel).declare()
+                    self._queue.bind(channel).declare()
+                    with Consumer(
+                        channel, queues=[self._queue], callbacks=[self._on_message], accept=["json"]
+                    ):
+                        self._ready.set()
+                        while not self._stop.is_set():
+                            try:
+                                connection.drain_events(timeout=0.2)
+                            except TimeoutError:
+                                continue
+            except (*connection.connection_errors, *connection.channel_errors, OSError):
+                time.sleep(0.5)  # the broker is away: come back when it is
 
     def _on_message(self, body: Any, message: Any) -> None:
         self.events.append(body if isinstance(body, dict) else json.loads(body))
@@ -170,18 +178,17 @@ class EventCollector:
 
     def outcome(self, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Wait for the order's terminal event (confirmed, cancelled or rejected)."""
+        terminal = ("order.confirmed", "order.cancelled", "order.rejected")
+        return wait_for(
+            lambda: next((e for e in self.of(order_id) if e["type"] in terminal), None),
+            timeout=timeout,
+            what=f"the outcome of order {order_id}",
+        )
 
-        def terminal() -> dict[str, Any] | None:
-            return next(
-                (
-                    e
-                    for e in self.of(order_id)
-                    if e["type"] in ("order.confirmed", "order.cancelled", "order.rejected")
-                ),
-                None,
-            )
-
-        return wait_for(terminal, timeout=timeout, what=f"the outcome of order {order_id}")
+    def outcomes(self) -> dict[str, dict[str, Any]]:
+        """The terminal event of every order that has one."""
+        terminal = ("order.confirmed", "order.cancelled", "order.rejected")
+        return {e["order_id"]: e for e in self.events if e["type"] in terminal}
 
 
 def dramatiq_payloads(amqp_url: str, queue: str) -> list[dict[str, Any]]:
@@ -196,11 +203,11 @@ def dramatiq_payloads(amqp_url: str, queue: str) -> list[dict[str, Any]]:
 class SmtpInbox:
     """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Any] = []
-        self.port = free_port()
+        self.port = port or free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:

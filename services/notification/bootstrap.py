@@ -6,7 +6,7 @@ from services.notification.channels import SmtpMailer
 from services.notification.handlers import NotificationHandlers
 from services.notification.store import NotificationRepository
 from shared import store
-from shared.messaging.exchanges import NOTIFICATION_EVENTS, QueueConsumer, connect
+from shared.messaging.exchanges import NOTIFICATION_EVENTS, consumer_for
 from shared.messaging.saga_bus import SagaBroker
 from shared.runtime import WorkerApp
 from shared.settings import Settings
@@ -27,6 +27,6 @@ def bootstrap(settings: Settings) -> WorkerApp:
         "notification",
         settings,
         SagaBroker(settings),
-        consumers=[lambda: QueueConsumer(connect(settings.amqp_url), NOTIFICATION_EVENTS, handlers.on_event)],
+        consumers=[lambda: consumer_for(settings, NOTIFICATION_EVENTS, handlers.on_event)],
         closers=[client.close],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -33,7 +34,9 @@ class NotificationHandlers:
         operators: str,
         lease_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.sleep = sleep
         self.notifications = notifications
         self.mailer = mailer
         self.operators = operators
@@ -58,14 +61,10 @@ class NotificationHandlers:
 
     def _deliver(self, notification: Notification) -> None:
         channel = "email" if self.mailer else "log"
-        now = self.clock()
-        if not self.notifications.claim(notification, channel, now + self.lease):
-            existing = self.notifications.get(notification.notification_id) or {}
-            if existing.get("status") == "sent" or existing.get("lease_until", now) > now:
-                log.info("notification %s was sent or is being sent already", notification.notification_id)
-                return
-            # The worker that claimed it died before sending: take over.
-            self.notifications.renew(notification.notification_id, now + self.lease)
+        claimed = self.notifications.claim(notification, channel, self.clock() + self.lease)
+        if not claimed and not self._take_over(notification.notification_id):
+            log.info("notification %s was sent already", notification.notification_id)
+            return
         if self.mailer is not None:
             try:
                 self.mailer.send(notification)
@@ -75,3 +74,16 @@ class NotificationHandlers:
                 raise
         self.notifications.mark(notification.notification_id, "sent", self.clock())
         log.info("notified %s: %s", notification.recipient, notification.subject)
+
+    def _take_over(self, notification_id: str) -> bool:
+        """Another delivery claimed this notification: wait while its lease runs, then take over if
+        it was not sent (its worker died, or its attempt failed). False if it was sent."""
+        while True:
+            existing = self.notifications.get(notification_id) or {}
+            if existing.get("status") == "sent":
+                return False
+            now = self.clock()
+            if existing.get("lease_until", now) <= now:
+                self.notifications.renew(notification_id, now + self.lease)
+                return True
+            self.sleep(0.2)

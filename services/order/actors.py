@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from services.order.handlers import OrderHandlers
 from shared.contracts import saga
-from shared.messaging.exchanges import ORDER_INTAKE, QueueConsumer, connect
+from shared.messaging.exchanges import ORDER_INTAKE, QueueConsumer, consumer_for
 from shared.messaging.saga_bus import SagaBus
+from shared.settings import Settings
 
 
 def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
@@ -19,5 +20,5 @@ def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
     bus.handle(saga.PaymentRefunded, lambda reply: None)
 
 
-def intake_consumer(amqp_url: str, handlers: OrderHandlers) -> QueueConsumer:
-    return QueueConsumer(connect(amqp_url), ORDER_INTAKE, handlers.submit_order)
+def intake_consumer(settings: Settings, handlers: OrderHandlers) -> QueueConsumer:
+    return consumer_for(settings, ORDER_INTAKE, handlers.submit_order)

@@ -35,7 +35,7 @@ def bootstrap(settings: Settings) -> WorkerApp:
         "order",
         settings,
         broker,
-        consumers=[lambda: intake_consumer(settings.amqp_url, handlers)],
+        consumers=[lambda: intake_consumer(settings, handlers)],
         periodic=[("saga deadlines", settings.sweep_interval, handlers.expire_overdue)],
         closers=[events.release, client.close],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.reporting.handlers import ReportingHandlers
 from services.reporting.store import SalesFacts
 from shared import store
-from shared.messaging.exchanges import REPORTING_EVENTS, QueueConsumer, connect
+from shared.messaging.exchanges import REPORTING_EVENTS, consumer_for
 from shared.messaging.saga_bus import SagaBroker
 from shared.runtime import WorkerApp
 from shared.settings import Settings
@@ -20,6 +20,6 @@ def bootstrap(settings: Settings) -> WorkerApp:
         "reporting",
         settings,
         SagaBroker(settings),
-        consumers=[lambda: QueueConsumer(connect(settings.amqp_url), REPORTING_EVENTS, handlers.on_event)],
+        consumers=[lambda: consumer_for(settings, REPORTING_EVENTS, handlers.on_event)],
         closers=[client.close],
     )

@@ -23,6 +23,7 @@ from shared.contracts.base import new_id
 from shared.contracts.events import Event
 from shared.errors import PermanentError
 from shared.messaging import topology
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,9 @@ class QueueConsumer(ConsumerMixin):
         handler: Handler,
         *,
         prefetch: int = 10,
-        max_attempts: int = 5,
-        backoff_seconds: float = 0.2,
+        max_attempts: int = 6,
+        min_backoff_seconds: float = 0.2,
+        max_backoff_seconds: float = 5.0,
     ) -> None:
         self.connection = connection
         self.queue = queue
@@ -120,7 +122,8 @@ class QueueConsumer(ConsumerMixin):
         self.handler = handler
         self.prefetch = prefetch
         self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
+        self.min_backoff_seconds = min_backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
         self._producer: Producer | None = None
 
     def get_consumers(self, consumer_type: type[Consumer], channel: Any) -> list[Consumer]:
@@ -148,7 +151,9 @@ class QueueConsumer(ConsumerMixin):
                 self._dead_letter(delivery, f"gave up after {delivery.attempt} attempts: {e!r}")
             else:
                 log.warning("attempt %d failed (%r); retrying", delivery.attempt, e)
-                time.sleep(min(self.backoff_seconds * 2 ** (delivery.attempt - 1), 5.0))
+                time.sleep(
+                    min(self.min_backoff_seconds * 2 ** (delivery.attempt - 1), self.max_backoff_seconds)
+                )
                 self._publish(self.queue.name, delivery, {ATTEMPTS_HEADER: delivery.attempt})
         message.ack()
 
@@ -179,6 +184,18 @@ class QueueConsumer(ConsumerMixin):
         )
 
 
+def consumer_for(settings: Settings, queue: Queue, handler: Handler) -> QueueConsumer:
+    """A consumer of `queue` with the retry budget and backoff of the settings."""
+    return QueueConsumer(
+        connect(settings.amqp_url),
+        queue,
+        handler,
+        max_attempts=settings.max_retries + 1,
+        min_backoff_seconds=settings.min_backoff_ms / 1000,
+        max_backoff_seconds=settings.max_backoff_ms / 1000,
+    )
+
+
 class ConsumerThread(threading.Thread):
     """Runs a QueueConsumer until stopped; the message in hand finishes first, the rest are requeued."""
 
@@ -187,7 +204,14 @@ class ConsumerThread(threading.Thread):
         self.consumer = consumer
 
     def run(self) -> None:
-        self.consumer.run()
+        # ConsumerMixin reconnects by itself after connection errors; anything else that escapes
+        # (a bug in dead-lettering, say) must not silently end consumption either.
+        while not self.consumer.should_stop:
+            try:
+                self.consumer.run()
+            except Exception:
+                log.exception("consumer of %s failed; restarting it", self.consumer.queue.name)
+                time.sleep(1)
 
     def stop(self, timeout: float = 30.0) -> None:
         self.consumer.should_stop = True

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from pymongo import MongoClient
 
 from shared.messaging import topology
-from tests.e2e.conftest import System, new_order
 from tests.support import queue_messages, unique, wait_for
+from tests.system import System, new_order
 
 
 def charges(system: System, order_id: str) -> int:
     """Charges the (simulated) payment provider made for an order, from its own ledger."""
-    ledger = MongoClient(system.settings.mongo_url)[f"{system.settings.db_prefix}_simulated_gateway"]
-    return ledger.charges.count_documents({"_id": order_id})
+    return system.database("simulated_gateway").charges.count_documents({"_id": order_id})
 
 
 def test_happy_path(system: System) -> None:

@@ -1,0 +1,187 @@
+"""Nothing lost, nothing doubled: the saga under hostile input, crashes and outages of its services."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.messaging import topology
+from shared.messaging.exchanges import INTAKE, EventPublisher, connect
+from tests.faults import invariants
+from tests.faults.conftest import services
+from tests.support import queue_depth, unique, wait_for
+from tests.system import SERVICES, System, new_order
+
+HOSTILE_EXAMPLES = 1500
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+almost_orders = st.fixed_dictionaries(
+    {
+        "order_id": st.one_of(st.text(max_size=80), st.integers(), st.from_regex(r"\AH-[a-z0-9]{1,12}\Z")),
+        "customer": st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {"customer_id": st.text(max_size=70), "name": st.text(), "email": st.text()}
+            ),
+        ),
+        "items": st.one_of(
+            json_values,
+            st.lists(
+                st.fixed_dictionaries({"sku": st.text(max_size=70), "quantity": json_values}), max_size=3
+            ),
+        ),
+        "payment": st.one_of(json_values, st.fixed_dictionaries({"method": st.text(), "token": json_values})),
+    }
+)
+VALID = json.dumps(new_order(("SKU", 1))).encode()
+hostile_bodies = st.one_of(
+    st.binary(max_size=500),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    almost_orders.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", errors="surrogatepass")),
+    st.integers(0, len(VALID) - 1).map(lambda n: VALID[:n]),
+    st.integers(100, 20_000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(60_000, 200_000).map(
+        lambda n: json.dumps({"order_id": "H-big", "customer": "x" * n}).encode()
+    ),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=200).map(
+        lambda t: t.encode("utf-8", "surrogatepass")
+    ),
+)
+
+
+def test_hostile_input_is_accounted_for_and_breaks_nothing(system: System) -> None:
+    dlq = topology.dead_letter_queue(topology.ORDER_INTAKE_QUEUE)
+    before = queue_depth(system.settings.amqp_url, dlq)
+    published: list[bytes] = []
+
+    @settings(
+        max_examples=HOSTILE_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(hostile_bodies)
+    def throw(body: bytes) -> None:
+        system.submit(body)
+        published.append(body)
+
+    throw()
+    wait_for(
+        lambda: queue_depth(system.settings.amqp_url, dlq) - before == len(published),
+        timeout=120,
+        interval=0.5,
+        what=f"all {len(published)} hostile messages in the dead-letter queue",
+    )
+    assert queue_depth(system.settings.amqp_url, topology.ORDER_INTAKE_QUEUE) == 0
+    for service, processes in system.workers.running.items():
+        assert all(p.poll() is None for p in processes), f"{service} died"
+    sku = unique("AFTER")
+    system.stock(sku, 1)
+    good = new_order((sku, 1))
+    system.submit(good)
+    assert system.outcome(good["order_id"])["status"] == "confirmed"
+    print(f"\nhostile input: {len(published)} messages, all dead-lettered; workers up; next order confirmed")
+
+
+def stocked(system: System, count: int, units: int) -> dict[str, int]:
+    stock = {unique("SKU"): units for _ in range(count)}
+    for sku, quantity in stock.items():
+        system.stock(sku, quantity, price="2.00")
+    return stock
+
+
+def random_orders(stock: dict[str, int], count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    tokens = ["tok_visa"] * 8 + ["tok_declined", "tok_gateway_error"]
+    return [
+        new_order(
+            *[(sku, rng.randint(1, 3)) for sku in rng.sample(sorted(stock), rng.choice([1, 1, 2]))],
+            token=rng.choice(tokens),
+            method=rng.choice(["credit_card", "alipay", "wechat_pay"]),
+        )
+        for _ in range(count)
+    ]
+
+
+class Submitter(threading.Thread):
+    """Publishes orders at a steady pace on a connection of its own, as an upstream system would."""
+
+    def __init__(self, system: System, orders: list[dict[str, Any]], per_second: float) -> None:
+        super().__init__(daemon=True)
+        self.system, self.orders, self.interval = system, orders, 1 / per_second
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._pace = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with connect(self.system.settings.amqp_url) as connection:
+                publisher = EventPublisher(connection)
+                for order in self.orders:
+                    publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, json.dumps(order).encode())
+                    self.sent += 1
+                    self._pace.wait(self.interval)
+        except BaseException as e:
+            self.error = e
+
+
+def test_crashes_of_any_worker_lose_and_double_nothing(system: System) -> None:
+    stock = stocked(system, count=5, units=60)
+    orders = random_orders(stock, count=250, seed=7)
+    submitter = Submitter(system, orders, per_second=12)
+    submitter.start()
+    rng = random.Random(11)
+    victims = [*rng.sample(SERVICES, len(SERVICES))]  # each kind once, then at random
+    pace = threading.Event()
+    kills = []
+    while submitter.is_alive() or len(kills) < len(SERVICES):
+        service = victims.pop(0) if victims else rng.choice(SERVICES)
+        index = rng.randrange(len(system.workers.running[service]))
+        system.workers.kill(service, index)
+        system.workers.start(service)
+        kills.append(service)
+        pace.wait(2.0)
+    submitter.join()
+    assert submitter.error is None, submitter.error
+    figures = invariants.check(system, orders, stock)
+    print(f"\ncrashes: {len(kills)} SIGKILLs ({', '.join(kills)}); {len(orders)} orders: {figures}")
+
+
+def test_a_broker_restart_mid_flow_loses_and_doubles_nothing(system: System) -> None:
+    stock = stocked(system, count=3, units=40)
+    orders = random_orders(stock, count=80, seed=3)
+    submitter = Submitter(system, orders, per_second=10)
+    submitter.start()
+    wait_for(lambda: submitter.sent >= 20, what="orders in flight")
+    services("stop-broker")
+    services("start")
+    submitter.join(120)
+    assert submitter.error is None, submitter.error
+    figures = invariants.check(system, orders, stock)
+    print(f"\nbroker restart: {len(orders)} orders: {figures}")
+
+
+def test_a_store_restart_mid_flow_loses_and_doubles_nothing(system: System) -> None:
+    stock = stocked(system, count=3, units=40)
+    orders = random_orders(stock, count=80, seed=5)
+    submitter = Submitter(system, orders, per_second=10)
+    submitter.start()
+    wait_for(lambda: submitter.sent >= 20, what="orders in flight")
+    services("stop-store")
+    services("start")
+    submitter.join(120)
+    assert submitter.error is None, submitter.error
+    figures = invariants.check(system, orders, stock)
+    print(f"\nstore restart: {len(orders)} orders: {figures}")

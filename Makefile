@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup services services-stop lint unit integration e2e bench clean
+.PHONY: run test setup services services-stop lint unit integration e2e faults clean
 
 run: setup services  ## start all five workers, push a sample batch, keep running until Ctrl-C
 	$(BIN)/python scripts/demo.py
@@ -34,6 +34,9 @@ integration: setup services
 
 e2e: setup services
 	$(BIN)/pytest tests/e2e
+
+faults: setup services
+	$(BIN)/pytest tests/faults
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -26,9 +26,18 @@ wait_for() {  # name host port seconds
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+enable_rabbitmq_metrics() {
+    # Queue depth and consumers per queue, for Prometheus, on :15692/metrics/per-object.
+    if command -v rabbitmq-plugins >/dev/null || [ -x /usr/sbin/rabbitmq-plugins ]; then
+        PATH="$PATH:/usr/sbin" as_root rabbitmq-plugins enable --quiet rabbitmq_prometheus >/dev/null ||
+            say "warning: could not enable the rabbitmq_prometheus plugin"
+    fi
+}
+
 start_rabbitmq() {
     if reachable $AMQP_HOST $AMQP_PORT; then
         say "RabbitMQ already accepts connections on $AMQP_HOST:$AMQP_PORT"
+        enable_rabbitmq_metrics
         return
     fi
     if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then
@@ -42,7 +51,8 @@ start_rabbitmq() {
     wait_for RabbitMQ $AMQP_HOST $AMQP_PORT 120 || fail "RabbitMQ did not accept connections within 120 s (see /var/log/rabbitmq)"
     # The port opens before the broker is fully booted; wait until it answers.
     as_root rabbitmqctl await_startup --timeout 120 >/dev/null || fail "RabbitMQ did not finish booting"
-    say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT"
+    enable_rabbitmq_metrics
+    say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT (metrics on :15692)"
 }
 
 ferretdb_binary() {
@@ -98,11 +108,14 @@ start_ferretdb() {
 
 stop_ferretdb() {
     local pid
-    pid="$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-        say "stopped FerretDB"
-    fi
+    # Ours by its pid file, or (started from another checkout) by its listen address.
+    pid="$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null; pgrep -f "ferretdb.*--listen-addr=$MONGO_HOST:$MONGO_PORT" || true)"
+    for pid in $pid; do
+        if kill "$pid" 2>/dev/null; then
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+            say "stopped FerretDB"
+        fi
+    done
     rm -f "$STATE_DIR/ferretdb.pid"
 }
 

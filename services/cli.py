@@ -90,16 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(level="WARNING" if args.command not in ("worker", "run") else "INFO")
 
     if args.command == "worker":
-        from shared.runtime import run_process, supervise
+        from shared.runtime import run_pool
 
-        if args.processes == 1:
-            run_process(args.service, args.threads)
-            return 0
-        return supervise([(args.service, args.threads)] * args.processes)
+        return run_pool(args.service, args.processes, args.threads)
     if args.command == "run":
         from shared.runtime import supervise
 
-        return supervise([(service, args.threads) for service in SERVICES])
+        return supervise([(service, args.threads, True) for service in SERVICES])
     if args.command == "stock":
         from services.inventory import cli as inventory
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import dramatiq
 
-from shared import logs
+from shared import logs, metrics
 from shared.messaging.exchanges import ConsumerThread, QueueConsumer, connect, declare_public_topology
 from shared.messaging.saga_bus import SagaBroker
 from shared.settings import Settings
@@ -101,25 +101,51 @@ def _every(name: str, seconds: float, task: Callable[[], Any], stop: threading.E
         stop.wait(seconds)
 
 
-def run_process(service: str, threads: int) -> None:
-    """One worker process: read settings, bootstrap, serve until signalled."""
+def run_process(service: str, threads: int, serve_metrics: bool = True) -> None:
+    """One worker process: read settings, bootstrap, serve until signalled. It serves its own
+    /metrics unless it is one of a pool's several processes (then its supervisor does)."""
     bootstrap: Bootstrap = importlib.import_module(f"services.{service}.bootstrap").bootstrap
     settings = Settings()
     logs.configure(worker=service, level=settings.log_level)
+    if serve_metrics:
+        serve_pool_metrics(settings, service)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     serve(bootstrap(settings), threads, stop)
 
 
-def supervise(specs: list[tuple[str, int]]) -> int:
-    """Run one process per (service, threads) spec; restart any that dies; stop all on a signal."""
+def serve_pool_metrics(settings: Settings, service: str, multiprocess_dir: str | None = None) -> None:
+    port = settings.metrics_port_of(service)
+    try:
+        metrics.serve(port, settings.metrics_address, multiprocess_dir)
+    except OSError as e:
+        raise SystemExit(
+            f"{service}: cannot serve metrics on {settings.metrics_address}:{port} ({e.strerror}). "
+            "Run more processes of a pool with --processes, or give each its own ORDERFLOW_METRICS_PORT."
+        ) from e
+    print(f"{service} metrics on http://{settings.metrics_address}:{port}/metrics", flush=True)
+
+
+def run_pool(service: str, processes: int, threads: int) -> int:
+    """A pool of processes of one worker, with one /metrics endpoint for all of them."""
+    if processes == 1:
+        run_process(service, threads)
+        return 0
+    with metrics.pool_directory() as directory:
+        serve_pool_metrics(Settings(), service, directory)
+        return supervise([(service, threads, False)] * processes)
+
+
+def supervise(specs: list[tuple[str, int, bool]]) -> int:
+    """Run one process per (service, threads, serve_metrics) spec; restart any that dies; stop all
+    on a signal."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
 
-    def start(spec: tuple[str, int]) -> multiprocessing.process.BaseProcess:
+    def start(spec: tuple[str, int, bool]) -> multiprocessing.process.BaseProcess:
         process = context.Process(target=run_process, args=spec, name=f"orderflow-{spec[0]}")
         process.start()
         return process
@@ -135,6 +161,8 @@ def supervise(specs: list[tuple[str, int]]) -> int:
                 backoff[slot] = min(backoff[slot] * 2, 30.0)
             else:
                 backoff[slot] = 1.0
+            if process.pid is not None:
+                metrics.process_exited(process.pid)
             log.error(
                 "%s (pid %s) exited with %s; restarting in %.0f s",
                 process.name,

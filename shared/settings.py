@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
+    # Where a worker pool serves /metrics: by default 9101 (order) to 9105 (reporting), on loopback.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_address: str = "127.0.0.1"
+
     # The largest intake message accepted; larger ones are dead-lettered unread.
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
 
@@ -40,6 +44,9 @@ class Settings(BaseSettings):
     operator_email: str = "operators@orderflow.invalid"
     notification_lease_seconds: float = Field(default=10.0, gt=0)
 
+    def metrics_port_of(self, service: str) -> int:
+        return self.metrics_port or METRICS_PORTS[service]
+
     def database_name(self, service: str) -> str:
         """The database a worker owns: `<prefix>_orders`, `<prefix>_inventory`, ..."""
         return f"{self.db_prefix}_{DATABASES[service]}"
@@ -52,3 +59,5 @@ DATABASES = {
     "notification": "notifications",
     "reporting": "reporting",
 }
+
+METRICS_PORTS = {"order": 9101, "inventory": 9102, "payment": 9103, "notification": 9104, "reporting": 9105}

@@ -22,6 +22,7 @@ from tests.support import (
     EventCollector,
     SmtpInbox,
     consumer_count,
+    free_port,
     isolated_settings,
     settings_env,
     unique,
@@ -47,18 +48,31 @@ class Workers:
     env: dict[str, str]
     logs: Path
     running: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    metrics_ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # pid -> (service, port)
     exit_codes: list[int] = field(default_factory=list)
 
     def start(self, service: str, processes: int = 1, threads: int = 4) -> subprocess.Popen[bytes]:
+        """Start a pool; each pool serves its metrics on a free port of its own."""
         log = (self.logs / f"{service}.log").open("a")
+        port = free_port()
         process = subprocess.Popen(
             [ORDERFLOW, "worker", service, "--processes", str(processes), "--threads", str(threads)],
-            env=self.env,
+            env={**self.env, "ORDERFLOW_METRICS_PORT": str(port)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         self.running.setdefault(service, []).append(process)
+        self.metrics_ports[process.pid] = (service, port)
         return process
+
+    def metrics_targets(self) -> dict[str, list[str]]:
+        """Where each running pool serves /metrics, by service."""
+        targets: dict[str, list[str]] = {}
+        for processes in self.running.values():
+            for process in processes:
+                service, port = self.metrics_ports[process.pid]
+                targets.setdefault(service, []).append(f"127.0.0.1:{port}")
+        return targets
 
     def kill(self, service: str, index: int = 0) -> None:
         """SIGKILL one process of a pool: no draining, no goodbye."""

@@ -11,6 +11,8 @@ from shared.messaging.saga_bus import SagaBroker, SagaBus
 from shared.runtime import WorkerApp
 from shared.settings import Settings
 
+STOCK_LEVELS_INTERVAL_SECONDS = 5.0
+
 
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
@@ -22,4 +24,10 @@ def bootstrap(settings: Settings) -> WorkerApp:
         ProductRepository(db), ReservationRepository(db), bus, EventPublisher(events)
     )
     register_actors(bus, handlers)
-    return WorkerApp("inventory", settings, broker, closers=[events.release, client.close])
+    return WorkerApp(
+        "inventory",
+        settings,
+        broker,
+        periodic=[("stock levels", STOCK_LEVELS_INTERVAL_SECONDS, handlers.export_stock_levels)],
+        closers=[events.release, client.close],
+    )

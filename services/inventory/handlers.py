@@ -20,6 +20,7 @@ from services.inventory.domain import (
     merge_lines,
 )
 from services.inventory.store import ProductRepository, ReservationRepository
+from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id
 from shared.contracts.events import Event, LowStock
@@ -87,6 +88,7 @@ class InventoryHandlers:
         self.reservations.save(reservation)
         for alert in alerts:
             self.events.publish(alert)
+            metrics.LOW_STOCK_ALERTS.inc()
         return reservation
 
     def release_stock(self, command: saga.ReleaseStock) -> None:
@@ -143,6 +145,7 @@ class InventoryHandlers:
             log.info("%s set: %d available at %d", product.sku, product.available, product.price)
         if crossed_low_threshold(before, product):
             self.events.publish(_low_stock(product, cause=command.message_id))
+            metrics.LOW_STOCK_ALERTS.inc()
 
     def restock(self, command: saga.Restock) -> None:
         with self._one_at_a_time:
@@ -152,6 +155,13 @@ class InventoryHandlers:
             if product.restock(command.quantity, command.message_id):
                 self.products.save(product)
                 log.info("%s restocked by %d: %d available", product.sku, command.quantity, product.available)
+
+    def export_stock_levels(self) -> None:
+        """Stock per SKU for the metrics; every inventory process does it, standing by or not."""
+        for product in self.products.all():
+            metrics.STOCK_AVAILABLE.labels(product.sku).set(product.available)
+            metrics.STOCK_RESERVED.labels(product.sku).set(product.reserved)
+            metrics.STOCK_LOW.labels(product.sku).set(1 if product.is_low else 0)
 
     def _holding(self, reservation: Reservation | None) -> list[Product]:
         if reservation is None:

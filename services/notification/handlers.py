@@ -13,9 +13,11 @@ from pydantic import ValidationError
 
 from services.notification.domain import Notification, for_low_stock, for_order
 from services.notification.store import NotificationRepository
+from shared import metrics
 from shared.contracts.base import utcnow
 from shared.contracts.events import LowStock, OrderStatusChanged
 from shared.errors import InvalidMessage
+from shared.logs import message_context
 from shared.messaging.exchanges import Delivery
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,8 @@ class NotificationHandlers:
     def on_event(self, delivery: Delivery) -> None:
         notification = self._notification_for(delivery)
         if notification is not None:
-            self._deliver(notification)
+            with message_context(message_id=notification.notification_id, order_id=notification.order_id):
+                self._deliver(notification)
 
     def _notification_for(self, delivery: Delivery) -> Notification | None:
         try:
@@ -71,8 +74,10 @@ class NotificationHandlers:
             except Exception as e:
                 # Let the next attempt take over at once, then retry with backoff.
                 self.notifications.mark(notification.notification_id, "retrying", self.clock(), str(e))
+                metrics.NOTIFICATIONS.labels(channel, notification.kind, "failed").inc()
                 raise
         self.notifications.mark(notification.notification_id, "sent", self.clock())
+        metrics.NOTIFICATIONS.labels(channel, notification.kind, "sent").inc()
         log.info("notified %s: %s", notification.recipient, notification.subject)
 
     def _take_over(self, notification_id: str) -> bool:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from services.order.domain import Order, TransitionNotAllowed
+from services.order.domain import Order, OrderStatus, SagaStep, TransitionNotAllowed
 from services.order.intake import InvalidSubmission, parse_submission
 from services.order.store import OrderRepository
+from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, OrderMessage, utcnow
 from shared.contracts.events import Event
@@ -71,6 +72,8 @@ class OrderHandlers:
     def _start(self, order: Order) -> None:
         if self.orders.add(order):
             log.info("order %s is %s", order.order_id, order.status)
+            status = "accepted" if order.status is OrderStatus.PENDING else order.status.value
+            metrics.ORDERS.labels(status, order.reason or "").inc()
             self._dispatch(order)
             return
         existing = self.orders.get(order.order_id)
@@ -132,7 +135,10 @@ class OrderHandlers:
     def expire_overdue(self) -> int:
         """Time out every pending order past its deadline; returns how many were moved on."""
         expired = 0
-        for overdue in self.orders.overdue(self.clock()):
+        overdue_orders = self.orders.overdue(self.clock())
+        metrics.SAGAS_OVERDUE.set(len(overdue_orders))
+        metrics.SAGAS_PENDING.set(self.orders.count_pending())
+        for overdue in overdue_orders:
             with message_context(message_id=None, order_id=overdue.order_id):
                 order = self._load(overdue.order_id)
                 if order is None or not order.is_overdue(self.clock()):
@@ -171,6 +177,7 @@ class OrderHandlers:
         if not self.orders.save(order):
             raise ConcurrentUpdate(f"order {order.order_id} changed while handling {cause}")
         log.info("order %s is %s (%s)", order.order_id, order.status, order.step)
+        _observe_transition(order)
         self._dispatch(order)
 
     def _dispatch(self, order: Order) -> None:
@@ -179,3 +186,16 @@ class OrderHandlers:
                 self.events.publish(message)
             else:
                 self.commands.send(message)
+
+
+def _observe_transition(order: Order) -> None:
+    """Business metrics of the transition just saved: the step left, compensations, outcomes."""
+    before, now = order.history[-2], order.history[-1]
+    metrics.STEP_SECONDS.labels(before.step.value).observe((now.at - before.at).total_seconds())
+    if now.step is SagaStep.RELEASING_STOCK and before.step is not SagaStep.RELEASING_STOCK:
+        metrics.COMPENSATIONS.labels(order.reason or "").inc()
+    if order.status in (OrderStatus.CONFIRMED, OrderStatus.CANCELLED):
+        metrics.ORDERS.labels(order.status.value, order.reason or "").inc()
+        metrics.SAGA_SECONDS_HISTOGRAM.labels(order.status.value).observe(
+            (now.at - order.created_at).total_seconds()
+        )

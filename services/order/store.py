@@ -69,6 +69,9 @@ class OrderRepository:
         cursor = self._orders.find({"status": "pending"}).sort("deadline", ASCENDING).limit(limit)
         return [_from_document(document) for document in cursor]
 
+    def count_pending(self) -> int:
+        return self._orders.count_documents({"status": "pending"})
+
     def overdue(self, now: datetime, limit: int = 500) -> list[Order]:
         cursor = (
             self._orders.find({"status": "pending", "deadline": {"$lte": now}})

@@ -11,6 +11,7 @@ from typing import Protocol
 from services.payment.domain import Payment, PaymentStatus
 from services.payment.gateways import GatewayUnavailable, PaymentGateway
 from services.payment.store import PaymentRepository
+from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id, utcnow
 from shared.errors import PermanentError, TransientError
@@ -66,6 +67,9 @@ class PaymentHandlers:
             self._charge(payment, gateway, command.token)
             self.payments.save(payment)
             log.info("payment of %s: %s", payment.order_id, payment.status)
+            metrics.PAYMENTS.labels(payment.method, payment.status.value).inc()
+            if payment.status is PaymentStatus.CAPTURED:
+                metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.amount)
         reply = _charge_reply(payment)
         if reply is not None:
             self.replies.send(reply)
@@ -81,12 +85,16 @@ class PaymentHandlers:
                     token=token,
                 )
             except GatewayUnavailable as e:
+                metrics.GATEWAY_REQUESTS.labels(payment.method, "error").inc()
                 log.warning("charge of %s, attempt %d/%d: %s", payment.order_id, attempt, self.attempts, e)
                 if attempt == self.attempts:
                     payment.fail(f"gateway unavailable after {attempt} attempts: {e}")
                     return
                 self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
+            metrics.GATEWAY_REQUESTS.labels(
+                payment.method, "approved" if result.approved else "declined"
+            ).inc()
             if result.approved:
                 assert result.charge_id is not None
                 payment.capture(result.charge_id, result.instrument)
@@ -118,6 +126,7 @@ class PaymentHandlers:
             )
             payment.refunded(refund_id)
             self.payments.save(payment)
+            metrics.REFUNDS.labels(payment.method).inc()
         refunded = payment.amount if payment.status is PaymentStatus.REFUNDED else 0
         self.replies.send(
             saga.PaymentRefunded(

@@ -19,6 +19,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 from kombu.mixins import ConsumerMixin
 from kombu.pools import producers
 
+from shared import metrics
 from shared.contracts.base import new_id
 from shared.contracts.events import Event
 from shared.errors import PermanentError
@@ -141,24 +142,32 @@ class QueueConsumer(ConsumerMixin):
             routing_key=message.delivery_info.get("routing_key", ""),
             headers=dict(message.headers or {}),
         )
+        started = time.perf_counter()
+        outcome = "succeeded"
         try:
             self.handler(delivery)
         except PermanentError as e:
-            self._dead_letter(delivery, f"{type(e).__name__}: {e}")
+            outcome = "failed"
+            self._dead_letter(delivery, f"{type(e).__name__}: {e}", "invalid")
         except Exception as e:
             if delivery.attempt >= self.max_attempts:
+                outcome = "failed"
                 log.exception("giving up on a message after %d attempts", delivery.attempt)
-                self._dead_letter(delivery, f"gave up after {delivery.attempt} attempts: {e!r}")
+                self._dead_letter(delivery, f"gave up after {delivery.attempt} attempts: {e!r}", "exhausted")
             else:
+                outcome = "retried"
                 log.warning("attempt %d failed (%r); retrying", delivery.attempt, e)
-                time.sleep(
-                    min(self.min_backoff_seconds * 2 ** (delivery.attempt - 1), self.max_backoff_seconds)
-                )
+                backoff = self.min_backoff_seconds * 2 ** (delivery.attempt - 1)
+                time.sleep(min(backoff, self.max_backoff_seconds))
                 self._publish(self.queue.name, delivery, {ATTEMPTS_HEADER: delivery.attempt})
         message.ack()
+        handler = getattr(self.handler, "__name__", "handler")
+        metrics.MESSAGES.labels(self.queue.name, handler, outcome).inc()
+        metrics.MESSAGE_SECONDS.labels(self.queue.name, handler).observe(time.perf_counter() - started)
 
-    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def _dead_letter(self, delivery: Delivery, reason: str, why: str) -> None:
         log.error("dead-lettering a message from %s: %s", self.queue.name, reason[:500])
+        metrics.DEAD_LETTERS.labels(self.queue.name, why).inc()
         self._publish(
             self.dead_letters.name,
             delivery,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -15,12 +17,14 @@ from dramatiq.common import xq_name
 from dramatiq.middleware import (
     AgeLimit,
     CurrentMessage,
+    Middleware,
     Retries,
     ShutdownNotifications,
     TimeLimit,
 )
 from pydantic import ValidationError
 
+from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message
 from shared.errors import PermanentError
@@ -55,6 +59,38 @@ def actor_name(message_type: type[Message]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", message_type.__name__).lower()
 
 
+class MessageMetrics(Middleware):
+    """Counts and times every message an actor handles. First in the list, so that its after-hook
+    runs last (dramatiq runs them in reverse) and sees whether Retries gave the message up."""
+
+    def __init__(self) -> None:
+        self._started = threading.local()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        self._started.at = time.perf_counter()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        queue, actor = message.queue_name, message.actor_name
+        if exception is None:
+            outcome = "succeeded"
+        elif message.failed:
+            outcome = "failed"
+            metrics.DEAD_LETTERS.labels(queue, "exhausted").inc()
+        else:
+            outcome = "retried"
+        metrics.MESSAGES.labels(queue, actor, outcome).inc()
+        started = getattr(self._started, "at", None)
+        if started is not None:
+            metrics.MESSAGE_SECONDS.labels(queue, actor).observe(time.perf_counter() - started)
+
+
 class SagaBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker with publisher confirms and single-active-consumer queues."""
 
@@ -63,6 +99,7 @@ class SagaBroker(RabbitmqBroker):
             url=settings.amqp_url,
             confirm_delivery=True,
             middleware=[
+                MessageMetrics(),
                 AgeLimit(),
                 TimeLimit(),
                 ShutdownNotifications(),
@@ -116,13 +153,13 @@ class SagaBus:
             try:
                 message = message_type.model_validate(payload)
             except ValidationError as e:
-                self._dead_letter(f"invalid {message_type.__name__}: {_summary(e)}")
+                self._dead_letter(f"invalid {message_type.__name__}: {_summary(e)}", "invalid")
                 return
             with message_context(message_id=message.message_id, order_id=message.correlation_id):
                 try:
                     handler(message)
                 except PermanentError as e:
-                    self._dead_letter(f"{type(e).__name__}: {e}")
+                    self._dead_letter(f"{type(e).__name__}: {e}", "permanent")
 
         entrypoint.__name__ = actor_name(message_type)
         return dramatiq.Actor(
@@ -134,10 +171,11 @@ class SagaBus:
             options=options,
         )
 
-    def _dead_letter(self, reason: str) -> None:
+    def _dead_letter(self, reason: str, why: str) -> None:
         current = CurrentMessage.get_current_message()
         assert current is not None, "dead-lettering outside of a message"
         log.error("dead-lettering message %s: %s", current.message_id, reason)
+        metrics.DEAD_LETTERS.labels(current.queue_name, why).inc()
         dead = current.copy(
             options={"dead_letter_reason": reason, "dead_lettered_at": datetime.now(UTC).isoformat()}
         )

@@ -39,6 +39,9 @@ class FakeOrders:
     def pending(self, limit: int = 500) -> list[Order]:
         return [copy.deepcopy(o) for o in self.orders.values() if o.status == "pending"]
 
+    def count_pending(self) -> int:
+        return len(self.pending())
+
     def overdue(self, now: datetime, limit: int = 500) -> list[Order]:
         return [o for o in self.pending() if o.is_overdue(now)]
 

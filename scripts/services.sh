@@ -34,16 +34,23 @@ enable_rabbitmq_metrics() {
     fi
 }
 
+install_packages() {
+    # Debian packages: the broker, and Prometheus with promtool for the monitoring tests.
+    local missing=()
+    command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]} with apt-get"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
 start_rabbitmq() {
     if reachable $AMQP_HOST $AMQP_PORT; then
         say "RabbitMQ already accepts connections on $AMQP_HOST:$AMQP_PORT"
         enable_rabbitmq_metrics
         return
-    fi
-    if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then
-        say "installing rabbitmq-server with apt-get"
-        as_root apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rabbitmq-server >/dev/null
     fi
     export PATH="$PATH:/usr/sbin"
     say "starting RabbitMQ"
@@ -131,7 +138,7 @@ status() {
 }
 
 case "${1:-start}" in
-    start) start_rabbitmq; start_ferretdb ;;
+    start) install_packages; start_rabbitmq; start_ferretdb ;;
     stop) stop_ferretdb; stop_rabbitmq ;;
     stop-store) stop_ferretdb ;;
     stop-broker) stop_rabbitmq ;;

@@ -115,14 +115,14 @@ start_ferretdb() {
 
 stop_ferretdb() {
     local pid
-    # Ours by its pid file, or (started from another checkout) by its listen address.
-    pid="$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null; pgrep -f "ferretdb.*--listen-addr=$MONGO_HOST:$MONGO_PORT" || true)"
-    for pid in $pid; do
-        if kill "$pid" 2>/dev/null; then
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-            say "stopped FerretDB"
-        fi
-    done
+    # Only the store this checkout started: another one keeps its data elsewhere.
+    pid="$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        say "stopped FerretDB"
+    elif reachable $MONGO_HOST $MONGO_PORT; then
+        say "the store on $MONGO_HOST:$MONGO_PORT was not started from this checkout; left running"
+    fi
     rm -f "$STATE_DIR/ferretdb.pid"
 }
 

@@ -27,10 +27,7 @@ def dlq_list(settings: Settings, queue: str | None, as_json: bool) -> int:
                 for name, count in counts.items():
                     print(f"{count:>7}  {name}")
             return 0
-        try:
-            dead = resolve(queue)
-        except UnknownQueue as e:
-            print(f"error: {e}")
+        if (dead := _resolved(queue)) is None:
             return 2
         letters = office.browse(dead)
     if as_json:
@@ -45,11 +42,16 @@ def dlq_list(settings: Settings, queue: str | None, as_json: bool) -> int:
     return 0
 
 
-def dlq_replay(settings: Settings, queue: str, message_id: str | None, replay_all: bool) -> int:
+def _resolved(queue: str) -> str | None:
     try:
-        dead = resolve(queue)
+        return resolve(queue)
     except UnknownQueue as e:
         print(f"error: {e}")
+        return None
+
+
+def dlq_replay(settings: Settings, queue: str, message_id: str | None, replay_all: bool) -> int:
+    if (dead := _resolved(queue)) is None:
         return 2
     with connect(settings.amqp_url) as connection:
         replayed = DeadLetterOffice(connection).replay(dead, None if replay_all else {message_id or ""})
@@ -61,10 +63,7 @@ def dlq_replay(settings: Settings, queue: str, message_id: str | None, replay_al
 
 
 def dlq_purge(settings: Settings, queue: str) -> int:
-    try:
-        dead = resolve(queue)
-    except UnknownQueue as e:
-        print(f"error: {e}")
+    if (dead := _resolved(queue)) is None:
         return 2
     with connect(settings.amqp_url) as connection:
         purged = DeadLetterOffice(connection).purge(dead)

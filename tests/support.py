@@ -229,3 +229,17 @@ class SmtpInbox:
 
     def __exit__(self, *exc: object) -> None:
         self._controller.stop()
+
+
+def saga_replies(amqp_url: str, count: int) -> list[dict[str, Any]]:
+    """Wait for `count` replies on the order worker's saga queue (taking them off it)."""
+    from shared.messaging import topology
+
+    collected: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        collected.extend(dramatiq_payloads(amqp_url, topology.ORDER_SAGA_QUEUE))
+        return len(collected) >= count
+
+    wait_for(enough, what=f"{count} replies")
+    return collected

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
 
 from services.inventory.domain import (
     Product,
@@ -22,19 +21,12 @@ from services.inventory.domain import (
 from services.inventory.store import ProductRepository, ReservationRepository
 from shared import metrics
 from shared.contracts import saga
-from shared.contracts.base import Message, derive_id
-from shared.contracts.events import Event, LowStock
+from shared.contracts.base import derive_id
+from shared.contracts.events import LowStock
 from shared.errors import PermanentError
+from shared.messaging.ports import CommandSender, EventSink
 
 log = logging.getLogger(__name__)
-
-
-class CommandSender(Protocol):
-    def send(self, message: Message) -> None: ...
-
-
-class EventSink(Protocol):
-    def publish(self, event: Event) -> None: ...
 
 
 class UnknownSku(PermanentError):

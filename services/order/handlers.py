@@ -5,30 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from services.order.domain import Order, OrderStatus, SagaStep, TransitionNotAllowed
 from services.order.intake import InvalidSubmission, parse_submission
 from services.order.store import OrderRepository
 from shared import metrics
 from shared.contracts import saga
-from shared.contracts.base import Message, OrderMessage, utcnow
+from shared.contracts.base import OrderMessage, utcnow
 from shared.contracts.events import Event
 from shared.errors import PermanentError, TransientError
 from shared.logs import message_context
 from shared.messaging.exchanges import Delivery
+from shared.messaging.ports import CommandSender, EventSink
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=OrderMessage)
-
-
-class CommandSender(Protocol):
-    def send(self, message: Message) -> None: ...
-
-
-class EventSink(Protocol):
-    def publish(self, event: Event) -> None: ...
 
 
 class ConcurrentUpdate(TransientError):

@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Protocol
 
 from services.payment.domain import Payment, PaymentStatus
 from services.payment.gateways import GatewayUnavailable, PaymentGateway
@@ -15,16 +14,13 @@ from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id, utcnow
 from shared.errors import PermanentError, TransientError
+from shared.messaging.ports import CommandSender
 
 log = logging.getLogger(__name__)
 
 
 class ChargeInProgress(TransientError):
     """A refund arrived while the charge it undoes is still being made: retry once it settled."""
-
-
-class CommandSender(Protocol):
-    def send(self, message: Message) -> None: ...
 
 
 class PaymentHandlers:

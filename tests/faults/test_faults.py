@@ -7,6 +7,7 @@ import random
 import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,29 +160,18 @@ def test_crashes_of_any_worker_lose_and_double_nothing(system: System) -> None:
     print(f"\ncrashes: {len(kills)} SIGKILLs ({', '.join(kills)}); {len(orders)} orders: {figures}")
 
 
-def test_a_broker_restart_mid_flow_loses_and_doubles_nothing(system: System) -> None:
+@pytest.mark.parametrize(("outage", "seed"), [("stop-broker", 3), ("stop-store", 5)])
+def test_a_restart_of_the_broker_or_the_store_mid_flow_loses_and_doubles_nothing(
+    system: System, outage: str, seed: int
+) -> None:
     stock = stocked(system, count=3, units=40)
-    orders = random_orders(stock, count=80, seed=3)
+    orders = random_orders(stock, count=80, seed=seed)
     submitter = Submitter(system, orders, per_second=10)
     submitter.start()
     wait_for(lambda: submitter.sent >= 20, what="orders in flight")
-    services("stop-broker")
+    services(outage)
     services("start")
     submitter.join(120)
     assert submitter.error is None, submitter.error
     figures = invariants.check(system, orders, stock)
-    print(f"\nbroker restart: {len(orders)} orders: {figures}")
-
-
-def test_a_store_restart_mid_flow_loses_and_doubles_nothing(system: System) -> None:
-    stock = stocked(system, count=3, units=40)
-    orders = random_orders(stock, count=80, seed=5)
-    submitter = Submitter(system, orders, per_second=10)
-    submitter.start()
-    wait_for(lambda: submitter.sent >= 20, what="orders in flight")
-    services("stop-store")
-    services("start")
-    submitter.join(120)
-    assert submitter.error is None, submitter.error
-    figures = invariants.check(system, orders, stock)
-    print(f"\nstore restart: {len(orders)} orders: {figures}")
+    print(f"\n{outage} and start: {len(orders)} orders: {figures}")

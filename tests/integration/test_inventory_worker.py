@@ -13,7 +13,7 @@ from shared.messaging import topology
 from shared.messaging.saga_bus import SagaBroker, SagaBus
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import EventCollector, dramatiq_payloads, queue_messages, unique, wait_for
+from tests.support import EventCollector, queue_messages, saga_replies, unique, wait_for
 
 
 @pytest.fixture
@@ -45,14 +45,7 @@ def stock(
 
 
 def replies(settings: Settings, count: int) -> list[dict]:
-    collected: list[dict] = []
-
-    def enough() -> bool:
-        collected.extend(dramatiq_payloads(settings.amqp_url, topology.ORDER_SAGA_QUEUE))
-        return len(collected) >= count
-
-    wait_for(enough, what=f"{count} replies")
-    return collected
+    return saga_replies(settings.amqp_url, count)
 
 
 def levels(products: ProductRepository, sku: str) -> tuple[int, int, int]:

@@ -10,7 +10,7 @@ from shared.messaging import topology
 from shared.messaging.saga_bus import SagaBroker, SagaBus
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import dramatiq_payloads, unique, wait_for
+from tests.support import saga_replies, unique
 
 
 @pytest.fixture
@@ -26,14 +26,7 @@ def charge(order_id: str, token: str = "tok_visa", method: str = "credit_card") 
 
 
 def replies(settings: Settings, count: int) -> list[dict]:
-    collected: list[dict] = []
-
-    def enough() -> bool:
-        collected.extend(dramatiq_payloads(settings.amqp_url, topology.ORDER_SAGA_QUEUE))
-        return len(collected) >= count
-
-    wait_for(enough, what=f"{count} replies")
-    return collected
+    return saga_replies(settings.amqp_url, count)
 
 
 def database(settings: Settings, name: str):

@@ -61,7 +61,7 @@ hostile_bodies = st.one_of(
 )
 
 
-def test_hostile_input_is_accounted_for_and_breaks_nothing(system: System) -> None:
+def test_hostile_input_is_accounted_for_and_breaks_nothing(system: System, figure) -> None:
     dlq = topology.dead_letter_queue(topology.ORDER_INTAKE_QUEUE)
     before = queue_depth(system.settings.amqp_url, dlq)
     published: list[bytes] = []
@@ -93,7 +93,7 @@ def test_hostile_input_is_accounted_for_and_breaks_nothing(system: System) -> No
     good = new_order((sku, 1))
     system.submit(good)
     assert system.outcome(good["order_id"])["status"] == "confirmed"
-    print(f"\nhostile input: {len(published)} messages, all dead-lettered; workers up; next order confirmed")
+    figure(f"hostile input: {len(published)} generated messages, all dead-lettered; the next order confirmed")
 
 
 def stocked(system: System, count: int, units: int) -> dict[str, int]:
@@ -138,7 +138,7 @@ class Submitter(threading.Thread):
             self.error = e
 
 
-def test_crashes_of_any_worker_lose_and_double_nothing(system: System) -> None:
+def test_crashes_of_any_worker_lose_and_double_nothing(system: System, figure) -> None:
     stock = stocked(system, count=5, units=60)
     orders = random_orders(stock, count=250, seed=7)
     submitter = Submitter(system, orders, per_second=12)
@@ -157,12 +157,12 @@ def test_crashes_of_any_worker_lose_and_double_nothing(system: System) -> None:
     submitter.join()
     assert submitter.error is None, submitter.error
     figures = invariants.check(system, orders, stock)
-    print(f"\ncrashes: {len(kills)} SIGKILLs ({', '.join(kills)}); {len(orders)} orders: {figures}")
+    figure(f"crashes: {len(kills)} SIGKILLs ({', '.join(kills)}); {len(orders)} orders: {figures}")
 
 
 @pytest.mark.parametrize(("outage", "seed"), [("stop-broker", 3), ("stop-store", 5)])
 def test_a_restart_of_the_broker_or_the_store_mid_flow_loses_and_doubles_nothing(
-    system: System, outage: str, seed: int
+    system: System, outage: str, seed: int, figure
 ) -> None:
     stock = stocked(system, count=3, units=40)
     orders = random_orders(stock, count=80, seed=seed)
@@ -174,4 +174,4 @@ def test_a_restart_of_the_broker_or_the_store_mid_flow_loses_and_doubles_nothing
     submitter.join(120)
     assert submitter.error is None, submitter.error
     figures = invariants.check(system, orders, stock)
-    print(f"\n{outage} and start: {len(orders)} orders: {figures}")
+    figure(f"{outage} and start mid-flow: {len(orders)} orders: {figures}")

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 run: setup services  ## start all five workers, push a sample batch, keep running until Ctrl-C
 	$(BIN)/python scripts/demo.py
 
-test: setup services  ## the whole suite against the real RabbitMQ and store
+test: setup services lint  ## lint, then the whole suite against the real RabbitMQ and store
 	$(BIN)/pytest
 
 setup: $(STAMP)  ## virtualenv with the project and its dev tools
@@ -38,8 +38,8 @@ e2e: setup services
 faults: setup services
 	$(BIN)/pytest tests/faults
 
-lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup  ## ruff and mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

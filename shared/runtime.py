@@ -70,8 +70,8 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
         )
         for name, seconds, task in app.periodic
     ]
-    for thread in periodic_threads:
-        thread.start()
+    for periodic in periodic_threads:
+        periodic.start()
     log.info(
         "%s worker ready: %d threads on %s", app.name, threads, ", ".join(sorted(app.queues)) or "events"
     )
@@ -83,8 +83,8 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
         thread.join(DRAIN_TIMEOUT_SECONDS)
     if worker is not None:
         worker.stop(timeout=DRAIN_TIMEOUT_SECONDS * 1000)
-    for thread in periodic_threads:
-        thread.join(DRAIN_TIMEOUT_SECONDS)
+    for periodic in periodic_threads:
+        periodic.join(DRAIN_TIMEOUT_SECONDS)
     for close in app.closers:
         close()
     app.broker.close()

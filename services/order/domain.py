@@ -164,6 +164,7 @@ class Order:
 
     def stock_released(self, reply: saga.StockReleased, now: datetime) -> None:
         self._expect(SagaStep.RELEASING_STOCK)
+        assert self.reason is not None, "a saga releases stock only with a reason to cancel"
         self._finish(OrderStatus.CANCELLED, CancelReason(self.reason), now, reply.message_id)
 
     def is_overdue(self, now: datetime) -> bool:

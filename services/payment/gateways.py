@@ -7,7 +7,7 @@ what the provider returns (its charge id, a masked card) is ever stored: never a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -52,7 +52,7 @@ class SimulatedGateway:
             raise GatewayUnavailable(f"{self.method} gateway did not answer")
         if token == DECLINED_TOKEN:
             return ChargeResult(approved=False, decline_reason="card declined by issuer")
-        entry = {
+        entry: dict[str, Any] = {
             "_id": idempotency_key,
             "charge_id": f"ch_{new_id().replace('-', '')[:24]}",
             "method": self.method,

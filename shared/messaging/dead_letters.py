@@ -136,7 +136,7 @@ class DeadLetterOffice:
     def _taken(self, queue: str, limit: int) -> Iterator[list[tuple[DeadLetter, Any]]]:
         with self.connection.channel() as channel:
             bound = Queue(queue, no_declare=True).bind(channel)
-            taken = []
+            taken: list[tuple[DeadLetter, Any]] = []
             try:
                 while len(taken) < limit and (message := bound.get(no_ack=False)) is not None:
                     taken.append((_letter(queue, message), message))

@@ -127,7 +127,7 @@ class QueueConsumer(ConsumerMixin):
         self.max_backoff_seconds = max_backoff_seconds
         self._producer: Producer | None = None
 
-    def get_consumers(self, consumer_type: type[Consumer], channel: Any) -> list[Consumer]:
+    def get_consumers(self, consumer_type: Callable[..., Consumer], channel: Any) -> list[Consumer]:
         self.dead_letters.bind(channel).declare()
         self._producer = Producer(channel)
         return [consumer_type(queues=[self.queue], on_message=self._on_message, prefetch_count=self.prefetch)]

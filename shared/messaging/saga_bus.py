@@ -66,7 +66,7 @@ class MessageMetrics(Middleware):
     def __init__(self) -> None:
         self._started = threading.local()
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self._started.at = time.perf_counter()
 
     def after_process_message(

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
+import dramatiq.errors
+from kombu.exceptions import OperationalError
+from pymongo.errors import PyMongoError
 
 from shared import logs, metrics
 from shared.messaging.exchanges import ConsumerThread, QueueConsumer, connect, declare_public_topology
@@ -112,7 +115,31 @@ def run_process(service: str, threads: int, serve_metrics: bool = True) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(bootstrap(settings), threads, stop)
+    app = _when_reachable(lambda: _started(bootstrap, settings), stop, service)
+    if app is not None:
+        serve(app, threads, stop)
+
+
+DEPENDENCY_ERRORS = (OSError, PyMongoError, OperationalError, dramatiq.errors.ConnectionError)
+
+
+def _started(bootstrap: Bootstrap, settings: Settings) -> WorkerApp:
+    with connect(settings.amqp_url) as connection:
+        declare_public_topology(connection)
+    return bootstrap(settings)
+
+
+def _when_reachable(start: Callable[[], WorkerApp], stop: threading.Event, service: str) -> WorkerApp | None:
+    """Start once RabbitMQ and the store answer, retrying with backoff; None if stopped meanwhile."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return start()
+        except DEPENDENCY_ERRORS as e:
+            log.warning("%s cannot start yet (%s); retrying in %.0f s", service, e, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+    return None
 
 
 def serve_pool_metrics(settings: Settings, service: str, multiprocess_dir: str | None = None) -> None:

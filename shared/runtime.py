@@ -120,7 +120,7 @@ def run_process(service: str, threads: int, serve_metrics: bool = True) -> None:
         serve(app, threads, stop)
 
 
-DEPENDENCY_ERRORS = (OSError, PyMongoError, OperationalError, dramatiq.errors.ConnectionError)
+DEPENDENCY_ERRORS = (OSError, PyMongoError, OperationalError, dramatiq.errors.BrokerConnectionError)
 
 
 def _started(bootstrap: Bootstrap, settings: Settings) -> WorkerApp:

@@ -97,7 +97,11 @@ class Delivery:
 
     @property
     def attempt(self) -> int:
-        return int(self.headers.get(ATTEMPTS_HEADER, 0)) + 1
+        """1 for a first delivery; the header is ours, but anyone may have set it."""
+        try:
+            return max(0, int(self.headers.get(ATTEMPTS_HEADER, 0))) + 1
+        except (TypeError, ValueError):
+            return 1
 
 
 Handler = Callable[[Delivery], None]

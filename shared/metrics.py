@@ -63,25 +63,27 @@ STEP_SECONDS = Histogram(
 COMPENSATIONS = Counter(
     "orderflow_saga_compensations_total", "Sagas that had to undo a step, by reason.", ["reason"]
 )
-SAGAS_PENDING = Gauge("orderflow_sagas_pending", "Orders whose saga is under way.", multiprocess_mode="max")
+SAGAS_PENDING = Gauge(
+    "orderflow_sagas_pending", "Orders whose saga is under way.", multiprocess_mode="livemax"
+)
 SAGAS_OVERDUE = Gauge(
     "orderflow_sagas_overdue",
     "Pending sagas past their step's deadline, as last seen.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 
 # Business: stock.
 STOCK_AVAILABLE = Gauge(
-    "orderflow_stock_available", "Units available per SKU.", ["sku"], multiprocess_mode="max"
+    "orderflow_stock_available", "Units available per SKU.", ["sku"], multiprocess_mode="livemax"
 )
 STOCK_RESERVED = Gauge(
-    "orderflow_stock_reserved", "Units reserved per SKU.", ["sku"], multiprocess_mode="max"
+    "orderflow_stock_reserved", "Units reserved per SKU.", ["sku"], multiprocess_mode="livemax"
 )
 STOCK_LOW = Gauge(
     "orderflow_stock_low",
     "1 when a SKU's available units are below its threshold.",
     ["sku"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 LOW_STOCK_ALERTS = Counter("orderflow_low_stock_alerts_total", "Low-stock alerts raised.")
 
@@ -112,7 +114,7 @@ NOTIFICATIONS = Counter(
 REPORT_LAG = Gauge(
     "orderflow_report_lag_seconds",
     "How long after it happened the last event reached the sales read model.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 
 

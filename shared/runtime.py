@@ -40,6 +40,9 @@ class WorkerApp:
     settings: Settings
     broker: SagaBroker
     consumers: list[Callable[[], QueueConsumer]] = field(default_factory=list)
+    # Work before consuming that needs the broker or the store (indexes, resuming sagas); retried
+    # with backoff until they answer.
+    on_start: list[Callable[[], Any]] = field(default_factory=list)
     # Work done periodically in a thread of its own: (name, seconds between runs, function).
     periodic: list[tuple[str, float, Callable[[], Any]]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -54,8 +57,8 @@ Bootstrap = Callable[[Settings], WorkerApp]
 
 def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
     """Run `app` with `threads` threads per queue until `stop` is set, then drain and close."""
-    with connect(app.settings.amqp_url) as connection:
-        declare_public_topology(connection)
+    if not _when_reachable(lambda: _start(app), stop, app.name):
+        return
     worker = None
     if app.queues:
         worker = dramatiq.Worker(app.broker, queues=app.queues, worker_threads=threads)
@@ -115,31 +118,31 @@ def run_process(service: str, threads: int, serve_metrics: bool = True) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    app = _when_reachable(lambda: _started(bootstrap, settings), stop, service)
-    if app is not None:
-        serve(app, threads, stop)
+    serve(bootstrap(settings), threads, stop)
 
 
 DEPENDENCY_ERRORS = (OSError, PyMongoError, OperationalError, dramatiq.errors.BrokerConnectionError)
 
 
-def _started(bootstrap: Bootstrap, settings: Settings) -> WorkerApp:
-    with connect(settings.amqp_url) as connection:
+def _start(app: WorkerApp) -> None:
+    with connect(app.settings.amqp_url) as connection:
         declare_public_topology(connection)
-    return bootstrap(settings)
+    for task in app.on_start:
+        task()
 
 
-def _when_reachable(start: Callable[[], WorkerApp], stop: threading.Event, service: str) -> WorkerApp | None:
-    """Start once RabbitMQ and the store answer, retrying with backoff; None if stopped meanwhile."""
+def _when_reachable(start: Callable[[], None], stop: threading.Event, name: str) -> bool:
+    """Run `start` once RabbitMQ and the store answer, retrying with backoff; False if stopped first."""
     delay = 1.0
     while not stop.is_set():
         try:
-            return start()
+            start()
+            return True
         except DEPENDENCY_ERRORS as e:
-            log.warning("%s cannot start yet (%s); retrying in %.0f s", service, e, delay)
+            log.warning("%s cannot start yet (%s); retrying in %.0f s", name, e, delay)
             stop.wait(delay)
             delay = min(delay * 2, 30.0)
-    return None
+    return False
 
 
 def serve_pool_metrics(settings: Settings, service: str, multiprocess_dir: str | None = None) -> None:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "Orderflow <orders@orderflow.invalid>"
     operator_email: str = "operators@orderflow.invalid"
-    notification_lease_seconds: float = Field(default=10.0, gt=0)
+    notification_lease_seconds: float = Field(default=30.0, gt=0)
 
     def metrics_port_of(self, service: str) -> int:
         return self.metrics_port or METRICS_PORTS[service]

@@ -14,6 +14,7 @@ RECENT_OPERATIONS = 50  # how many restock ids a product remembers, to apply eac
 
 
 class ReservationStatus(StrEnum):
+    RESERVING = "reserving"  # decided, holds being written: a release must find them
     RESERVED = "reserved"
     REJECTED = "rejected"
     RELEASED = "released"

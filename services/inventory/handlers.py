@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 from services.inventory.domain import (
     Product,
@@ -51,7 +52,7 @@ class InventoryHandlers:
         """Hold every line of the order, or none; reply either way (again, on a redelivery)."""
         with self._one_at_a_time:
             reservation = self.reservations.get(command.order_id)
-            if reservation is None:
+            if reservation is None or reservation.status is ReservationStatus.RESERVING:
                 reservation = self._reserve(command)
             elif reservation.status is ReservationStatus.RELEASED:
                 log.warning("order %s was released before it was reserved; not reserving", command.order_id)
@@ -64,6 +65,9 @@ class InventoryHandlers:
         reservation = decide_reservation(command.order_id, wanted, products)
         alerts: list[LowStock] = []
         if reservation.status is ReservationStatus.RESERVED:
+            # Say which SKUs will be held before holding any, so that a release arriving after a
+            # crash half-way (a timeout, say) finds every hold to give back.
+            self.reservations.save(replace(reservation, status=ReservationStatus.RESERVING))
             for sku, quantity in wanted.items():
                 product = products[sku]
                 before = product.available

@@ -15,7 +15,6 @@ from shared.settings import Settings
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     notifications = NotificationRepository(store.database(client, settings, "notification"))
-    notifications.ensure_indexes()
     mailer = SmtpMailer(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
     handlers = NotificationHandlers(
         notifications,
@@ -28,5 +27,6 @@ def bootstrap(settings: Settings) -> WorkerApp:
         settings,
         SagaBroker(settings),
         consumers=[lambda: consumer_for(settings, NOTIFICATION_EVENTS, handlers.on_event)],
+        on_start=[notifications.ensure_indexes],
         closers=[client.close],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import smtplib
 from email.message import EmailMessage
-from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
 from services.notification.domain import Notification
@@ -35,7 +34,8 @@ class SmtpMailer:
         message["From"] = self.sender
         message["To"] = notification.recipient
         message["Subject"] = notification.subject
-        message["Message-ID"] = make_msgid(idstring=notification.notification_id, domain="orderflow")
+        # Stable across attempts, so a mail system can drop a copy sent twice.
+        message["Message-ID"] = f"<{notification.notification_id}@orderflow>"
         message.set_content(notification.body)
         client_type = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
         try:

@@ -88,7 +88,9 @@ class NotificationHandlers:
             if existing.get("status") == "sent":
                 return False
             now = self.clock()
-            if existing.get("lease_until", now) <= now:
-                self.notifications.renew(notification_id, now + self.lease)
+            expired = existing.get("lease_until", now) <= now
+            if expired and self.notifications.take_over(
+                notification_id, existing.get("attempts", 1), now + self.lease
+            ):
                 return True
             self.sleep(0.2)

@@ -14,6 +14,7 @@ from services.notification.domain import Notification
 class NotificationRepository:
     def __init__(self, db: Database) -> None:
         self._notifications = db["notifications"]
+        self._attempts = db["notification_attempts"]
 
     def ensure_indexes(self) -> None:
         self._notifications.create_index("order_id")
@@ -42,11 +43,19 @@ class NotificationRepository:
     def get(self, notification_id: str) -> dict[str, Any] | None:
         return self._notifications.find_one({"_id": notification_id})
 
-    def renew(self, notification_id: str, lease_until: datetime) -> None:
+    def take_over(self, notification_id: str, attempts_seen: int, lease_until: datetime) -> bool:
+        """Claim the next attempt at a notification; False if another worker claimed it first.
+        The claim is an insert under a unique id, so two workers taking over cannot both win."""
+        attempt = attempts_seen + 1
+        try:
+            self._attempts.insert_one({"_id": f"{notification_id}:{attempt}"})
+        except DuplicateKeyError:
+            return False
         self._notifications.update_one(
             {"_id": notification_id},
-            {"$set": {"status": "sending", "lease_until": lease_until}, "$inc": {"attempts": 1}},
+            {"$set": {"status": "sending", "lease_until": lease_until, "attempts": attempt}},
         )
+        return True
 
     def mark(self, notification_id: str, status: str, at: datetime, error: str | None = None) -> None:
         self._notifications.update_one(

@@ -17,7 +17,6 @@ from shared.settings import Settings
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     orders = OrderRepository(store.database(client, settings, "order"))
-    orders.ensure_indexes()
     broker = SagaBroker(settings)
     events = connect(settings.amqp_url)
     handlers = OrderHandlers(
@@ -29,13 +28,13 @@ def bootstrap(settings: Settings) -> WorkerApp:
         step_timeout=timedelta(seconds=settings.step_timeout),
     )
     register_actors(SagaBus(broker), handlers)
-    # After a restart, say again what every pending saga waits for: nothing stays pending forever.
-    handlers.resume_pending()
     return WorkerApp(
         "order",
         settings,
         broker,
         consumers=[lambda: intake_consumer(settings, handlers)],
+        # After a restart, say again what every pending saga waits for: nothing stays pending forever.
+        on_start=[orders.ensure_indexes, handlers.resume_pending],
         periodic=[("saga deadlines", settings.sweep_interval, handlers.expire_overdue)],
         closers=[events.release, client.close],
     )

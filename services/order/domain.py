@@ -228,7 +228,9 @@ class Order:
             messages.append(self._event("order.cancelled"))
         elif self.status is OrderStatus.REJECTED:
             messages.append(self._event("order.rejected"))
-        return messages
+        # Events first: once a command is out, its reply can move the order on before a redelivery
+        # would say this state again, so an event sent after it could be lost for good.
+        return sorted(messages, key=lambda message: not isinstance(message, Event))
 
     # Internals --------------------------------------------------------------------------------
 

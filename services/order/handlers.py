@@ -162,6 +162,7 @@ class OrderHandlers:
             # Its winner died between claiming the transition and writing it: finish for it.
             log.warning("order %s: finishing an interrupted transition", order_id)
             self.orders.finish_transition(unfinished)
+            _observe_transition(unfinished)
             self._dispatch(unfinished)
             return unfinished
         return order

@@ -64,8 +64,8 @@ class OrderRepository:
         """Write the state of a claimed transition (idempotent: the same state whoever writes it)."""
         self._write(_to_document(order), order.version - 1)
 
-    def pending(self, limit: int = 500) -> list[Order]:
-        """Pending orders, the most overdue first."""
+    def pending(self, limit: int = 0) -> list[Order]:
+        """Pending orders (all of them unless limited), the most overdue first."""
         cursor = self._orders.find({"status": "pending"}).sort("deadline", ASCENDING).limit(limit)
         return [_from_document(document) for document in cursor]
 

@@ -61,11 +61,13 @@ class PaymentHandlers:
         if payment.status is PaymentStatus.CHARGING:
             # Also after a crash mid-charge: the gateway's idempotency key makes asking again safe.
             self._charge(payment, gateway, command.token)
-            self.payments.save(payment)
-            log.info("payment of %s: %s", payment.order_id, payment.status)
-            metrics.PAYMENTS.labels(payment.method, payment.status.value).inc()
-            if payment.status is PaymentStatus.CAPTURED:
-                metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.amount)
+            if self.payments.settle(payment):
+                log.info("payment of %s: %s", payment.order_id, payment.status)
+                metrics.PAYMENTS.labels(payment.method, payment.status.value).inc()
+                if payment.status is PaymentStatus.CAPTURED:
+                    metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.amount)
+            else:
+                payment = self.payments.get(command.order_id) or payment
         reply = _charge_reply(payment)
         if reply is not None:
             self.replies.send(reply)

@@ -32,6 +32,14 @@ class PaymentRepository:
     def save(self, payment: Payment) -> None:
         self._payments.update_one({"_id": payment.order_id}, {"$set": _fields(payment)})
 
+    def settle(self, payment: Payment) -> bool:
+        """Write the outcome of a charge if the payment is still being charged; False if a
+        concurrent duplicate settled it first (it then says the same, or was refunded since)."""
+        result = self._payments.update_one(
+            {"_id": payment.order_id, "status": PaymentStatus.CHARGING.value}, {"$set": _fields(payment)}
+        )
+        return bool(result.modified_count)
+
 
 def _fields(payment: Payment) -> dict[str, Any]:
     fields = vars(payment).copy()

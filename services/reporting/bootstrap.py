@@ -14,12 +14,12 @@ from shared.settings import Settings
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     facts = SalesFacts(store.database(client, settings, "reporting"))
-    facts.ensure_indexes()
     handlers = ReportingHandlers(facts, settings.currency)
     return WorkerApp(
         "reporting",
         settings,
         SagaBroker(settings),
         consumers=[lambda: consumer_for(settings, REPORTING_EVENTS, handlers.on_event)],
+        on_start=[facts.ensure_indexes],
         closers=[client.close],
     )

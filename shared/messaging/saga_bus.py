@@ -55,6 +55,10 @@ ROUTES: dict[type[Message], str] = {
 }
 
 
+# Set on a message this process dead-lettered itself, so its metrics say `failed`.
+DEAD_LETTERED = "orderflow_dead_lettered"
+
+
 def actor_name(message_type: type[Message]) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", message_type.__name__).lower()
 
@@ -78,7 +82,9 @@ class MessageMetrics(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         queue, actor = message.queue_name, message.actor_name
-        if exception is None:
+        if message.options.get(DEAD_LETTERED):
+            outcome = "failed"
+        elif exception is None:
             outcome = "succeeded"
         elif message.failed:
             outcome = "failed"
@@ -176,6 +182,7 @@ class SagaBus:
         assert current is not None, "dead-lettering outside of a message"
         log.error("dead-lettering message %s: %s", current.message_id, reason)
         metrics.DEAD_LETTERS.labels(current.queue_name, why).inc()
+        current.options[DEAD_LETTERED] = True  # read by MessageMetrics; the message is acked after
         dead = current.copy(
             options={"dead_letter_reason": reason, "dead_lettered_at": datetime.now(UTC).isoformat()}
         )

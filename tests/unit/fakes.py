@@ -62,6 +62,12 @@ class FakePayments:
     def save(self, payment: Payment) -> None:
         self.payments[payment.order_id] = copy.deepcopy(payment)
 
+    def settle(self, payment: Payment) -> bool:
+        if self.payments[payment.order_id].status != "charging":
+            return False
+        self.save(payment)
+        return True
+
 
 class Outbox:
     """Records what handlers send and publish."""

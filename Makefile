@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup services services-stop lint unit integration e2e faults clean
+.PHONY: run test setup services services-stop lint unit integration e2e faults bench clean
 
 run: setup services  ## start all five workers, push a sample batch, keep running until Ctrl-C
 	$(BIN)/python scripts/demo.py
@@ -37,6 +37,9 @@ e2e: setup services
 
 faults: setup services
 	$(BIN)/pytest tests/faults
+
+bench: setup services  ## end-to-end throughput and saga latency: make bench ORDERS=500
+	$(BIN)/python scripts/bench.py $(or $(ORDERS),500)
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # A saga step with no reply within this many seconds is compensated and the order cancelled.
     step_timeout: float = Field(default=30.0, gt=0)
     # How often each order worker looks for sagas past their deadline.
-    sweep_interval: float = Field(default=1.0, gt=0)
+    sweep_interval: float = Field(default=5.0, gt=0)
 
     # Retries of transient failures (a dependency down, a gateway error), with exponential backoff.
     max_retries: int = Field(default=5, ge=0)

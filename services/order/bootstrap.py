@@ -18,16 +18,17 @@ def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     orders = OrderRepository(store.database(client, settings, "order"))
     broker = SagaBroker(settings)
+    bus = SagaBus(broker)
     events = connect(settings.amqp_url)
     handlers = OrderHandlers(
         orders,
-        SagaBus(broker),
+        bus,
         EventPublisher(events),
         currency=settings.currency,
         max_message_bytes=settings.max_message_bytes,
         step_timeout=timedelta(seconds=settings.step_timeout),
     )
-    register_actors(SagaBus(broker), handlers)
+    register_actors(bus, handlers)
     return WorkerApp(
         "order",
         settings,

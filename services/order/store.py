@@ -84,10 +84,6 @@ class OrderRepository:
         fields = {key: value for key, value in state.items() if key != "_id"}
         self._orders.update_one({"_id": state["_id"], "version": previous_version}, {"$set": fields})
 
-    def count_by_status(self) -> dict[str, int]:
-        pipeline = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
-        return {row["_id"]: row["count"] for row in self._orders.aggregate(pipeline)}
-
 
 def _to_document(order: Order) -> dict[str, Any]:
     return {

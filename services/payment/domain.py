@@ -34,10 +34,6 @@ class Payment:
     refund_id: str | None = None
     attempts: int = 0
 
-    @property
-    def is_settled(self) -> bool:
-        return self.status is not PaymentStatus.CHARGING
-
     def capture(self, charge_id: str, instrument: str | None) -> None:
         self._expect(PaymentStatus.CHARGING)
         self.status, self.charge_id, self.instrument = PaymentStatus.CAPTURED, charge_id, instrument

@@ -64,7 +64,3 @@ class SalesFacts:
         # correctly (the others come back 0), and two small aggregations cost little on MongoDB.
         pipeline = [{"$group": {"_id": f"${key}", "total": {"$sum": f"${field}"}}}]
         return {row["_id"]: row["total"] for row in self._lines.aggregate(pipeline)}
-
-    def newest_event_at(self) -> Any:
-        newest = self._outcomes.find_one(sort=[("occurred_at", -1)])
-        return newest["occurred_at"] if newest else None

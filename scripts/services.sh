@@ -62,21 +62,26 @@ start_rabbitmq() {
     say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT (metrics on :15692)"
 }
 
+# The store is built from the module source with our patch applied (scripts/ferretdb/): its name
+# carries the patch's checksum, so a binary built before the patch changed is never used, and a
+# running store started from an older binary by this checkout is restarted.
+FERRETDB_PATCH="$PWD/scripts/ferretdb/sqlite-id-index.patch"
+FERRETDB_CACHE="${ORDERFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orderflow}"
+
+ferretdb_build() {
+    echo "$FERRETDB_VERSION-orderflow.$(sha256sum "$FERRETDB_PATCH" | cut -c1-12)"
+}
+
 ferretdb_binary() {
-    local candidate
-    for candidate in "$(command -v ferretdb || true)" "$(go env GOPATH 2>/dev/null)/bin/ferretdb"; do
-        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-            echo "$candidate"
-            return
-        fi
-    done
+    echo "$FERRETDB_CACHE/ferretdb-$(ferretdb_build)"
 }
 
 build_ferretdb() {
     # A plain `go install ...@version` builds a binary that panics at start-up: FerretDB embeds
     # build/version/version.txt, which its release tooling writes. Build from the module source
-    # with that file in place instead.
-    say "building FerretDB $FERRETDB_VERSION from the Go module proxy (a minute or two, once)"
+    # with that file in place (it names our build, and shows in `buildInfo.ferretdbVersion`).
+    command -v go >/dev/null || fail "FerretDB must be built and Go is not installed"
+    say "building FerretDB $(ferretdb_build) from the Go module proxy (a minute or two, once)"
     local module_dir work
     module_dir="$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
         sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
@@ -84,33 +89,57 @@ build_ferretdb() {
     work="$(mktemp -d)"
     cp -r "$module_dir/." "$work"
     chmod -R u+w "$work"
-    echo "$FERRETDB_VERSION" >"$work/build/version/version.txt"
-    mkdir -p "$(go env GOPATH)/bin"
-    (cd "$work" && go build -o "$(go env GOPATH)/bin/ferretdb" ./cmd/ferretdb)
+    (cd "$work" && patch -p1 --forward --quiet <"$FERRETDB_PATCH") || fail "could not apply $FERRETDB_PATCH"
+    ferretdb_build >"$work/build/version/version.txt"
+    mkdir -p "$FERRETDB_CACHE"
+    (cd "$work" && go build -o "$(ferretdb_binary).tmp" ./cmd/ferretdb)
+    mv "$(ferretdb_binary).tmp" "$(ferretdb_binary)"
     rm -rf "$work"
 }
 
-start_ferretdb() {
-    if reachable $MONGO_HOST $MONGO_PORT; then
-        say "MongoDB-compatible store already accepts connections on $MONGO_HOST:$MONGO_PORT"
-        return
+running_ferretdb() {  # the command line of the store this checkout started, if it runs
+    local pid
+    pid="$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null || true)"
+    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null
+}
+
+warn_if_unpatched() {  # a store started elsewhere: real MongoDB is fine, FerretDB must be our build
+    local python="$PWD/.venv/bin/python" version
+    [ -x "$python" ] || return 0
+    version="$("$python" -c 'import sys, pymongo
+info = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).admin.command("buildInfo")
+print(info.get("ferretdbVersion", ""))' "mongodb://$MONGO_HOST:$MONGO_PORT/" 2>/dev/null || true)"
+    if [ -n "$version" ] && [ "$version" != "$(ferretdb_build)" ]; then
+        say "warning: that store is FerretDB $version, not $(ferretdb_build): lookups by _id scan"
+        say "whole collections there (docs/performance.md); stop it to let this script start its own"
     fi
+}
+
+start_ferretdb() {
     local binary
     binary="$(ferretdb_binary)"
-    if [ -z "$binary" ]; then
-        command -v go >/dev/null || fail "FerretDB is missing and Go is not installed to build it"
-        build_ferretdb
-        binary="$(ferretdb_binary)"
-        [ -n "$binary" ] || fail "go install finished but no ferretdb binary was found"
+    [ -x "$binary" ] || build_ferretdb
+    if reachable $MONGO_HOST $MONGO_PORT; then
+        local running
+        running="$(running_ferretdb || true)"
+        if [ -n "$running" ] && [ "${running%% *}" != "$binary" ]; then
+            say "the store running from this checkout is an older build; restarting it"
+            stop_ferretdb
+        else
+            say "MongoDB-compatible store already accepts connections on $MONGO_HOST:$MONGO_PORT"
+            warn_if_unpatched
+            return
+        fi
     fi
     mkdir -p "$STATE_DIR/ferretdb"
     say "starting FerretDB (SQLite handler, data in $STATE_DIR/ferretdb)"
     nohup "$binary" --handler=sqlite --sqlite-url="file:$STATE_DIR/ferretdb/" \
+        --state-dir="$STATE_DIR/ferretdb" \
         --listen-addr="$MONGO_HOST:$MONGO_PORT" --debug-addr="$FERRETDB_DEBUG_ADDR" \
         --telemetry=disable --log-level=warn >"$STATE_DIR/ferretdb.log" 2>&1 &
     echo $! >"$STATE_DIR/ferretdb.pid"
     wait_for FerretDB $MONGO_HOST $MONGO_PORT 60 || fail "FerretDB did not start; see $STATE_DIR/ferretdb.log"
-    say "FerretDB is up on $MONGO_HOST:$MONGO_PORT"
+    say "FerretDB $(ferretdb_build) is up on $MONGO_HOST:$MONGO_PORT"
 }
 
 stop_ferretdb() {

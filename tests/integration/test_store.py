@@ -72,7 +72,9 @@ def test_a_query_on_another_field_is_not_mistaken_for_an_id_lookup(
     assert not _index_backed(_plan(db, collection, {"status": "pending"}))
 
 
-def test_guarded_writes_and_lookups_find_exactly_their_documents(big_collection: tuple[Database, str]) -> None:
+def test_guarded_writes_and_lookups_find_exactly_their_documents(
+    big_collection: tuple[Database, str],
+) -> None:
     db, collection = big_collection
     documents = db[collection]
     assert documents.update_one({"_id": "order-000007", "version": 2}, {"$set": {"x": 1}}).matched_count == 0

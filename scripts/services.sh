@@ -65,7 +65,7 @@ start_rabbitmq() {
 # The store is built from the module source with our patch applied (scripts/ferretdb/): its name
 # carries the patch's checksum, so a binary built before the patch changed is never used, and a
 # running store started from an older binary by this checkout is restarted.
-FERRETDB_PATCH="$PWD/scripts/ferretdb/sqlite-id-index.patch"
+FERRETDB_PATCH="$PWD/scripts/ferretdb/sqlite-backend.patch"
 FERRETDB_CACHE="${ORDERFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orderflow}"
 
 ferretdb_build() {

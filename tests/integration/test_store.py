@@ -1,7 +1,7 @@
 """The store every worker runs on: lookups by `_id` are index-backed, so their cost stays flat.
 
 On FerretDB's SQLite backend this holds only for the build `make services` makes, with
-scripts/ferretdb/sqlite-id-index.patch applied; on MongoDB it always holds.
+scripts/ferretdb/sqlite-backend.patch applied; on MongoDB it always holds.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, UpdateOne
 from pymongo.database import Database
 
 from shared import store
@@ -106,3 +106,18 @@ def test_cost_of_a_lookup_does_not_grow_with_the_collection(
     # A scan of 20,000 documents costs hundreds of times one index probe; a generous bound keeps
     # this test about the shape of the cost, not the speed of the machine.
     assert large_cost < small_cost * 5 + 0.002
+
+
+def test_a_bulk_write_of_many_updates_completes(big_collection: tuple[Database, str]) -> None:
+    """A command of more updates than the store has pooled connections (FerretDB: 100) finishes."""
+    db, collection = big_collection
+    ids = [f"order-{n:06d}" for n in range(150)]
+    # A store that hangs fails this test in 30 s instead of stalling the suite.
+    with MongoClient(Settings().mongo_url, socketTimeoutMS=30_000) as client:
+        documents = client[db.name][collection]
+        result = documents.bulk_write(
+            [UpdateOne({"_id": document_id, "version": 3}, {"$set": {"bulk": True}}) for document_id in ids],
+            ordered=False,
+        )
+        assert result.matched_count == len(ids)
+        assert documents.count_documents({"_id": {"$in": ids}, "bulk": True}) == len(ids)

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logs.configure(level="WARNING" if args.command not in ("worker", "run") else "INFO")
+    logs.configure(level="WARNING" if args.command not in ("worker", "run") else settings.log_level)
 
     if args.command == "worker":
         from shared.runtime import run_pool
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from shared.runtime import supervise
 
-        return supervise([(service, args.threads, True) for service in SERVICES])
+        return supervise([(service, args.threads, True, 0, 1) for service in SERVICES])
     if args.command == "stock":
         from services.inventory import cli as inventory
 

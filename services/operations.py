@@ -3,31 +3,40 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from shared.messaging.dead_letters import DEAD_LETTER_QUEUES, DeadLetterOffice, UnknownQueue, resolve
-from shared.messaging.exchanges import connect
+from kombu import Connection
+
+from shared.messaging.dead_letters import DeadLetterOffice, UnknownQueue, dead_letter_queues, resolve
+from shared.messaging.publisher import Publisher
 from shared.settings import Settings
 
 
+@contextmanager
+def _office(settings: Settings) -> Iterator[DeadLetterOffice]:
+    publisher = Publisher(settings.amqp_url)
+    try:
+        with Connection(settings.amqp_url) as connection:
+            yield DeadLetterOffice(connection, publisher, settings.inventory_partitions)
+    finally:
+        publisher.close()
+
+
 def dlq_list(settings: Settings, queue: str | None, as_json: bool) -> int:
-    with connect(settings.amqp_url) as connection:
-        office = DeadLetterOffice(connection)
+    sources = dead_letter_queues(settings.inventory_partitions)
+    with _office(settings) as office:
         if queue is None:
             counts = office.counts()
             if as_json:
                 print(
-                    json.dumps(
-                        [
-                            {"queue": q, "source": DEAD_LETTER_QUEUES[q], "messages": n}
-                            for q, n in counts.items()
-                        ]
-                    )
+                    json.dumps([{"queue": q, "source": sources[q], "messages": n} for q, n in counts.items()])
                 )
             else:
                 for name, count in counts.items():
                     print(f"{count:>7}  {name}")
             return 0
-        if (dead := _resolved(queue)) is None:
+        if (dead := _resolved(queue, settings)) is None:
             return 2
         letters = office.browse(dead)
     if as_json:
@@ -42,30 +51,31 @@ def dlq_list(settings: Settings, queue: str | None, as_json: bool) -> int:
     return 0
 
 
-def _resolved(queue: str) -> str | None:
+def _resolved(queue: str, settings: Settings) -> str | None:
     try:
-        return resolve(queue)
+        return resolve(queue, settings.inventory_partitions)
     except UnknownQueue as e:
         print(f"error: {e}")
         return None
 
 
 def dlq_replay(settings: Settings, queue: str, message_id: str | None, replay_all: bool) -> int:
-    if (dead := _resolved(queue)) is None:
+    if (dead := _resolved(queue, settings)) is None:
         return 2
-    with connect(settings.amqp_url) as connection:
-        replayed = DeadLetterOffice(connection).replay(dead, None if replay_all else {message_id or ""})
+    with _office(settings) as office:
+        replayed = office.replay(dead, None if replay_all else {message_id or ""})
     if not replayed and not replay_all:
         print(f"no message {message_id} in {dead} (replayed already?)")
         return 1
-    print(f"replayed {len(replayed)} message(s) from {dead} to {DEAD_LETTER_QUEUES[dead]}")
+    source = dead_letter_queues(settings.inventory_partitions)[dead]
+    print(f"replayed {len(replayed)} message(s) from {dead} to {source}")
     return 0
 
 
 def dlq_purge(settings: Settings, queue: str) -> int:
-    if (dead := _resolved(queue)) is None:
+    if (dead := _resolved(queue, settings)) is None:
         return 2
-    with connect(settings.amqp_url) as connection:
-        purged = DeadLetterOffice(connection).purge(dead)
+    with _office(settings) as office:
+        purged = office.purge(dead)
     print(f"purged {purged} message(s) from {dead}")
     return 0

@@ -23,46 +23,66 @@ from kombu.exceptions import OperationalError
 from pymongo.errors import PyMongoError
 
 from shared import logs, metrics
-from shared.messaging.exchanges import ConsumerThread, QueueConsumer, connect, declare_public_topology
-from shared.messaging.saga_bus import SagaBroker
+from shared.messaging.exchanges import ConsumerThread, QueueConsumer
+from shared.messaging.transport import Transport
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_SECONDS = 30
+# A process of a pool consumes the partitions it prefers at once, and the others only after this:
+# RabbitMQ makes the first consumer of a single-active-consumer queue its active one, so each
+# partition gets an active consumer in its preferred process and standbys in the others.
+STANDBY_DELAY_SECONDS = 3.0
 
 
 @dataclass
 class WorkerApp:
-    """A wired worker: its dramatiq broker with registered actors, and its kombu consumers."""
+    """A wired worker: its transport, the saga queues its actors consume, its public-queue consumers."""
 
     name: str
     settings: Settings
-    broker: SagaBroker
-    consumers: list[Callable[[], QueueConsumer]] = field(default_factory=list)
-    # Work before consuming that needs the broker or the store (indexes, resuming sagas); retried
-    # with backoff until they answer.
+    transport: Transport
+    # Saga queues consumed by this worker's dramatiq actors (none for a worker without actors).
+    saga_queues: list[str] = field(default_factory=list)
+    # Partitioned saga queues are spread over a pool's processes (see STANDBY_DELAY_SECONDS).
+    partitioned: bool = False
+    consumers: list[Callable[[], QueueConsumer[Any]]] = field(default_factory=list)
+    # Work before consuming that needs the broker or the store (indexes); retried with backoff
+    # until they answer.
     on_start: list[Callable[[], Any]] = field(default_factory=list)
     # Work done periodically in a thread of its own: (name, seconds between runs, function).
     periodic: list[tuple[str, float, Callable[[], Any]]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
-    @property
-    def queues(self) -> set[str]:
-        return {actor.queue_name for actor in self.broker.actors.values()}
+    def preferred_queues(self, slot: int, slots: int) -> tuple[list[str], list[str]]:
+        """The saga queues this process of a pool consumes at once, and those it stands by for."""
+        if not self.partitioned or slots == 1:
+            return list(self.saga_queues), []
+        preferred = [queue for index, queue in enumerate(self.saga_queues) if index % slots == slot]
+        return preferred, [queue for queue in self.saga_queues if queue not in preferred]
 
 
 Bootstrap = Callable[[Settings], WorkerApp]
 
 
-def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
+def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, slots: int = 1) -> None:
     """Run `app` with `threads` threads per queue until `stop` is set, then drain and close."""
     if not _when_reachable(lambda: _start(app), stop, app.name):
         return
-    worker = None
-    if app.queues:
-        worker = dramatiq.Worker(app.broker, queues=app.queues, worker_threads=threads)
-        worker.start()
+    workers: list[dramatiq.Worker] = []
+
+    def consume(queues: list[str]) -> None:
+        if queues and not stop.is_set():
+            worker = dramatiq.Worker(app.transport.bus.broker, queues=set(queues), worker_threads=threads)
+            # One dramatiq message (up to a batch of saga messages) in hand per thread: more would
+            # sit in this process unacked while another could take it, and hide a backlog.
+            worker.queue_prefetch = threads
+            worker.start()
+            workers.append(worker)
+
+    preferred, standby = app.preferred_queues(slot, slots)
+    consume(preferred)
     consumer_threads = [
         ConsumerThread(make_consumer(), name=f"{app.name}-consumer-{i}")
         for make_consumer in app.consumers
@@ -79,21 +99,29 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event) -> None:
     for periodic in periodic_threads:
         periodic.start()
     log.info(
-        "%s worker ready: %d threads on %s", app.name, threads, ", ".join(sorted(app.queues)) or "events"
+        "%s worker ready: %d threads on %s",
+        app.name,
+        threads,
+        ", ".join([*preferred, *(thread.consumer.queue.name for thread in consumer_threads[:1])])
+        or "nothing",
     )
+    if standby and not stop.wait(STANDBY_DELAY_SECONDS):
+        consume(standby)
+        log.info("%s worker standing by for %s", app.name, ", ".join(standby))
     stop.wait()
     log.info("%s worker stopping: draining in-flight messages", app.name)
+    # Every consumer stops taking messages at once; then each finishes what it holds.
     for thread in consumer_threads:
-        thread.consumer.should_stop = True
+        thread.stop()
+    for worker in workers:
+        worker.stop(timeout=DRAIN_TIMEOUT_SECONDS * 1000)
     for thread in consumer_threads:
         thread.join(DRAIN_TIMEOUT_SECONDS)
-    if worker is not None:
-        worker.stop(timeout=DRAIN_TIMEOUT_SECONDS * 1000)
     for periodic in periodic_threads:
         periodic.join(DRAIN_TIMEOUT_SECONDS)
     for close in app.closers:
         close()
-    app.broker.close()
+    app.transport.close()
     log.info("%s worker stopped", app.name)
 
 
@@ -107,9 +135,12 @@ def _every(name: str, seconds: float, task: Callable[[], Any], stop: threading.E
         stop.wait(seconds)
 
 
-def run_process(service: str, threads: int, serve_metrics: bool = True) -> None:
-    """One worker process: read settings, bootstrap, serve until signalled. It serves its own
-    /metrics unless it is one of a pool's several processes (then its supervisor does)."""
+def run_process(
+    service: str, threads: int, serve_metrics: bool = True, slot: int = 0, slots: int = 1
+) -> None:
+    """One worker process (`slot` of a pool of `slots`): read settings, bootstrap, serve until
+    signalled. It serves its own /metrics unless it is one of a pool's several processes (then its
+    supervisor does)."""
     bootstrap: Bootstrap = importlib.import_module(f"services.{service}.bootstrap").bootstrap
     settings = Settings()
     logs.configure(worker=service, level=settings.log_level)
@@ -118,15 +149,14 @@ def run_process(service: str, threads: int, serve_metrics: bool = True) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(bootstrap(settings), threads, stop)
+    serve(bootstrap(settings), threads, stop, slot, slots)
 
 
 DEPENDENCY_ERRORS = (OSError, PyMongoError, OperationalError, dramatiq.errors.BrokerConnectionError)
 
 
 def _start(app: WorkerApp) -> None:
-    with connect(app.settings.amqp_url) as connection:
-        declare_public_topology(connection)
+    app.transport.declare()
     for task in app.on_start:
         task()
 
@@ -164,18 +194,20 @@ def run_pool(service: str, processes: int, threads: int) -> int:
         return 0
     with metrics.pool_directory() as directory:
         serve_pool_metrics(Settings(), service, directory)
-        return supervise([(service, threads, False)] * processes)
+        return supervise([(service, threads, False, slot, processes) for slot in range(processes)])
 
 
-def supervise(specs: list[tuple[str, int, bool]]) -> int:
-    """Run one process per (service, threads, serve_metrics) spec; restart any that dies; stop all
-    on a signal."""
+Spec = tuple[str, int, bool, int, int]  # service, threads, serves its metrics, slot, slots
+
+
+def supervise(specs: list[Spec]) -> int:
+    """Run one process per spec; restart any that dies; stop all on a signal."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
 
-    def start(spec: tuple[str, int, bool]) -> multiprocessing.process.BaseProcess:
+    def start(spec: Spec) -> multiprocessing.process.BaseProcess:
         process = context.Process(target=run_process, args=spec, name=f"orderflow-{spec[0]}")
         process.start()
         return process

@@ -27,10 +27,20 @@ class Settings(BaseSettings):
     # The largest intake message accepted; larger ones are dead-lettered unread.
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
 
-    # A saga step with no reply within this many seconds is compensated and the order cancelled.
+    # A saga step with no reply within this many seconds is compensated and the order cancelled
+    # (unless its command is still queued behind work that a consumer is working off).
     step_timeout: float = Field(default=30.0, gt=0)
-    # How often each order worker looks for sagas past their deadline.
-    sweep_interval: float = Field(default=5.0, gt=0)
+    # How often each order worker looks for sagas past their deadline whose timer went missing.
+    sweep_interval: float = Field(default=60.0, gt=0)
+
+    # Sagas an order worker process keeps under way at once; more orders wait in the intake queue,
+    # where they hold no stock and no step's clock runs for them.
+    max_in_flight: int = Field(default=1000, ge=1)
+    # The most messages a consumer takes off a queue and handles together.
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    # Stock is partitioned by SKU, one single-active-consumer queue per partition. Every process
+    # of a deployment must agree on it; change it only with the stock queues drained.
+    inventory_partitions: int = Field(default=1, ge=1, le=64)
 
     # Retries of transient failures (a dependency down, a gateway error), with exponential backoff.
     max_retries: int = Field(default=5, ge=0)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -15,14 +13,16 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from kombu import Connection, Consumer, Queue, binding
-from pymongo import MongoClient
 
-from shared.messaging.exchanges import EVENTS
-from shared.settings import DATABASES, Settings
+from shared import sandbox
+from shared.contracts.base import Message
+from shared.contracts.events import Event
+from shared.messaging import topology
+from shared.messaging.publisher import Outgoing
+from shared.messaging.transport import Transport
+from shared.settings import Settings
 
 T = TypeVar("T")
-
-RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 
 def free_port() -> int:
@@ -47,46 +47,59 @@ def wait_for(check: Callable[[], T], *, timeout: float = 30.0, interval: float =
         time.sleep(interval)
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=60)
-
-
 @contextmanager
 def isolated_settings(**overrides: Any) -> Iterator[Settings]:
     """Settings with a RabbitMQ vhost and a database prefix of their own, removed afterwards."""
-    vhost = unique("orderflow-test")
-    prefix = unique("t").replace("-", "_")
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    settings = Settings(
-        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
-        db_prefix=prefix,
-        min_backoff_ms=50,
-        max_backoff_ms=500,
-        **overrides,
-    )
-    try:
+    with sandbox.sandbox("t", min_backoff_ms=50, max_backoff_ms=500, **overrides) as settings:
         yield settings
-    finally:
-        client: MongoClient = MongoClient(settings.mongo_url)
-        for name in [*(settings.database_name(s) for s in DATABASES), f"{prefix}_simulated_gateway"]:
-            client.drop_database(name)
-        client.close()
-        _rabbitmqctl("delete_vhost", vhost)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a worker process these settings."""
-    env = {
-        "ORDERFLOW_AMQP_URL": settings.amqp_url,
-        "ORDERFLOW_MONGO_URL": settings.mongo_url,
-        "ORDERFLOW_DB_PREFIX": settings.db_prefix,
-        "ORDERFLOW_MIN_BACKOFF_MS": str(settings.min_backoff_ms),
-        "ORDERFLOW_MAX_BACKOFF_MS": str(settings.max_backoff_ms),
-    }
-    if settings.smtp_url:
-        env["ORDERFLOW_SMTP_URL"] = settings.smtp_url
-    return env
+settings_env = sandbox.environment
+
+
+class Publish:
+    """Publishes, confirmed, as an upstream system, an outside publisher or another worker would."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.transport = Transport(settings)
+        self.transport.declare()
+
+    def raw(
+        self, exchange: str, routing_key: str, body: bytes, content_type: str | None = "application/json"
+    ) -> None:
+        self.transport.publisher.publish(
+            [
+                Outgoing(
+                    exchange,
+                    routing_key,
+                    body,
+                    content_type=content_type,
+                    content_encoding=None if content_type is None else "utf-8",
+                    mandatory=False,
+                )
+            ]
+        )
+
+    def order(self, order: dict[str, Any] | bytes, content_type: str | None = "application/json") -> None:
+        """To the intake exchange, as an upstream system does."""
+        body = order if isinstance(order, bytes) else json.dumps(order).encode()
+        self.raw(topology.INTAKE_EXCHANGE, topology.INTAKE_ROUTING_KEY, body, content_type)
+
+    def event(self, event: Event) -> None:
+        self.raw(topology.EVENTS_EXCHANGE, event.routing_key, event.model_dump_json().encode())
+
+    def saga(self, *messages: Message) -> None:
+        """Saga messages, to the queues that consume them, as the workers send them."""
+        self.transport.send(*messages)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Publish:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def consumer_count(amqp_url: str, queue: str) -> int:
@@ -101,13 +114,7 @@ def consumer_count(amqp_url: str, queue: str) -> int:
 def queue_depth(amqp_url: str, queue: str) -> int:
     """Messages in a queue, ready or delivered but not yet acknowledged (as rabbitmqctl counts them)."""
     vhost = unquote(urlsplit(amqp_url).path.lstrip("/")) or "/"
-    listing = subprocess.run(
-        [RABBITMQCTL, "list_queues", "-q", "-p", vhost, "name", "messages"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    listing = sandbox.rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages")
     counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
     return int(counts.get(queue, 0))
 
@@ -133,7 +140,9 @@ class EventCollector:
     def __init__(self, amqp_url: str) -> None:
         self.events: list[dict[str, Any]] = []
         self._url = amqp_url
-        self._queue = Queue(unique("test-events"), bindings=[binding(EVENTS, routing_key="#")], durable=True)
+        self._queue = Queue(
+            unique("test-events"), bindings=[binding(topology.EVENTS, routing_key="#")], durable=True
+        )
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -155,7 +164,7 @@ class EventCollector:
             connection = Connection(self._url)
             try:
                 with connection, connection.channel() as channel:
-                    EVENTS.bind(channel).declare()
+                    topology.EVENTS.bind(channel).declare()
                     self._queue.bind(channel).declare()
                     with Consumer(
                         channel, queues=[self._queue], callbacks=[self._on_message], accept=["json"]
@@ -192,11 +201,13 @@ class EventCollector:
 
 
 def dramatiq_payloads(amqp_url: str, queue: str) -> list[dict[str, Any]]:
-    """Take every saga message off a dramatiq queue: each one's payload, with its actor's name."""
+    """Take every saga message off a dramatiq queue: each one's payload, with its actor's name
+    (a dramatiq message carries one or more)."""
     payloads = []
     for raw, _headers in queue_messages(amqp_url, queue):
         message = json.loads(raw)
-        payloads.append({"actor": message["actor_name"], "options": message["options"], **message["args"][0]})
+        for payload in message["args"]:
+            payloads.append({"actor": message["actor_name"], "options": message["options"], **payload})
     return payloads
 
 
@@ -233,8 +244,6 @@ class SmtpInbox:
 
 def saga_replies(amqp_url: str, count: int) -> list[dict[str, Any]]:
     """Wait for `count` replies on the order worker's saga queue (taking them off it)."""
-    from shared.messaging import topology
-
     collected: list[dict[str, Any]] = []
 
     def enough() -> bool:

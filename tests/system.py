@@ -16,10 +16,10 @@ from typing import Any
 from pymongo import MongoClient
 
 from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
 from shared.settings import Settings
 from tests.support import (
     EventCollector,
+    Publish,
     SmtpInbox,
     consumer_count,
     free_port,
@@ -34,7 +34,7 @@ OPERATORS = "ops@example.com"
 SERVICES = ("order", "inventory", "payment", "notification", "reporting")
 QUEUES_OF = {
     "order": [topology.ORDER_INTAKE_QUEUE, topology.ORDER_SAGA_QUEUE],
-    "inventory": [topology.INVENTORY_QUEUE],
+    "inventory": [topology.stock_queue(0)],
     "payment": [topology.PAYMENT_QUEUE],
     "notification": [topology.NOTIFICATION_EVENTS_QUEUE],
     "reporting": [topology.REPORTING_EVENTS_QUEUE],
@@ -102,7 +102,7 @@ class System:
     workers: Workers
     events: EventCollector
     inbox: SmtpInbox
-    publisher: EventPublisher
+    publish: Publish
 
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -119,10 +119,9 @@ class System:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
-    def submit(self, order: dict[str, Any] | bytes, content_type: str = "application/json") -> None:
+    def submit(self, order: dict[str, Any] | bytes, content_type: str | None = "application/json") -> None:
         """Publish to the intake exchange, as an upstream system does."""
-        raw = order if isinstance(order, bytes) else json.dumps(order).encode()
-        self.publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, raw, content_type=content_type)
+        self.publish.order(order, content_type)
 
     def stock(self, sku: str, quantity: int, price: str = "12.50", threshold: int = 0) -> None:
         self.cli(
@@ -175,9 +174,8 @@ def running_system(logs: Path, pools: dict[str, int], **settings_overrides: Any)
             for service, count in pools.items():
                 for _ in range(count):
                     workers.start(service)
-            with EventCollector(settings.amqp_url) as events, connect(settings.amqp_url) as connection:
-                declare_public_topology(connection)
-                system = System(settings, env, workers, events, inbox, EventPublisher(connection))
+            with EventCollector(settings.amqp_url) as events, Publish(settings) as publish:
+                system = System(settings, env, workers, events, inbox, publish)
                 for service, count in pools.items():
                     system.wait_until_consuming(service, count)
                 yield system

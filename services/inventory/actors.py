@@ -1,4 +1,4 @@
-"""Entry points of the inventory worker: stock commands from the single-active-consumer queue."""
+"""Entry points of the inventory worker: stock commands from its partitions' single-active-consumer queues."""
 
 from __future__ import annotations
 

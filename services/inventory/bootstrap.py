@@ -1,13 +1,15 @@
-"""Wire the inventory worker: its database, the saga bus, the events publisher."""
+"""Wire the inventory worker: its database, its transport, the actors of its partitions."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from services.inventory.actors import register_actors
 from services.inventory.handlers import InventoryHandlers
-from services.inventory.store import ProductRepository, ReservationRepository
+from services.inventory.store import CachedProducts, ProductRepository, ReservationRepository
 from shared import store
-from shared.messaging.exchanges import EventPublisher, connect
-from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.messaging import topology
+from shared.messaging.transport import Transport
 from shared.runtime import WorkerApp
 from shared.settings import Settings
 
@@ -17,17 +19,23 @@ STOCK_LEVELS_INTERVAL_SECONDS = 5.0
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     db = store.database(client, settings, "inventory")
-    broker = SagaBroker(settings)
-    bus = SagaBus(broker)
-    events = connect(settings.amqp_url)
+    transport = Transport(settings)
     handlers = InventoryHandlers(
-        ProductRepository(db), ReservationRepository(db), bus, EventPublisher(events)
+        CachedProducts(ProductRepository(db)),
+        ReservationRepository(db),
+        transport.outbox,
+        transport.outbox,
+        partition_of=partial(topology.partition_of, partitions=settings.inventory_partitions),
     )
-    register_actors(bus, handlers)
+    register_actors(transport.bus, handlers)
+    partitions = transport.topology.stock_queues
+    transport.bus.consume(partitions)
     return WorkerApp(
         "inventory",
         settings,
-        broker,
+        transport,
+        saga_queues=partitions,
+        partitioned=True,
         periodic=[("stock levels", STOCK_LEVELS_INTERVAL_SECONDS, handlers.export_stock_levels)],
-        closers=[events.release, client.close],
+        closers=[client.close],
     )

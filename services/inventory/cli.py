@@ -10,7 +10,8 @@ from services.inventory.store import ProductRepository
 from shared import store
 from shared.contracts import saga
 from shared.contracts.base import Message
-from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.messaging import topology
+from shared.messaging.transport import Transport
 from shared.money import InvalidAmount, to_decimal_string, to_minor
 from shared.settings import Settings
 
@@ -26,7 +27,12 @@ def set_stock(
         print(f"error: {e}")
         return 2
     command = saga.SetStock(
-        sku=sku, quantity=quantity, price=minor, name=name or sku, low_stock_threshold=threshold
+        partition=_partition(settings, sku),
+        sku=sku,
+        quantity=quantity,
+        price=minor,
+        name=name or sku,
+        low_stock_threshold=threshold,
     )
     return _send_and_wait(settings, command, sku, wait)
 
@@ -35,7 +41,8 @@ def add_stock(settings: Settings, sku: str, quantity: int, wait: float) -> int:
     if _products(settings).get(sku) is None:
         print(f"error: unknown SKU {sku}; create it with `orderflow stock set`")
         return 1
-    return _send_and_wait(settings, saga.Restock(sku=sku, quantity=quantity), sku, wait)
+    command = saga.Restock(partition=_partition(settings, sku), sku=sku, quantity=quantity)
+    return _send_and_wait(settings, command, sku, wait)
 
 
 def show_stock(settings: Settings, skus: list[str], as_json: bool) -> int:
@@ -75,12 +82,17 @@ def _products(settings: Settings) -> ProductRepository:
     return ProductRepository(store.database(store.connect(settings), settings, "inventory"))
 
 
+def _partition(settings: Settings, sku: str) -> int:
+    return topology.partition_of(sku, settings.inventory_partitions)
+
+
 def _send_and_wait(settings: Settings, command: Message, sku: str, wait: float) -> int:
-    broker = SagaBroker(settings)
+    transport = Transport(settings)
     try:
-        SagaBus(broker).send(command)
+        transport.declare()
+        transport.send(command)
     finally:
-        broker.close()
+        transport.close()
     products = _products(settings)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

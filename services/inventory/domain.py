@@ -2,23 +2,27 @@
 
 A product's holds (units reserved per order) live on the product itself, so every change to a
 SKU's stock is one single-document write that also says which order it was for: applying the
-same command twice finds the hold already there (or gone) and changes nothing.
+same command twice finds the hold already there (or gone) and changes nothing. A batch of
+commands changes each product it touches once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 RECENT_OPERATIONS = 50  # how many restock ids a product remembers, to apply each once
 
 
 class ReservationStatus(StrEnum):
-    RESERVING = "reserving"  # decided, holds being written: a release must find them
+    """What inventory decided for an order, remembered so that a redelivery gets the same answer.
+    The units themselves are held, released and sold on the products."""
+
+    RESERVING = "reserving"  # written by earlier versions before their holds: decided again
     RESERVED = "reserved"
     REJECTED = "rejected"
     RELEASED = "released"
-    COMMITTED = "committed"
+    COMMITTED = "committed"  # written by earlier versions; commits now change only the products
 
 
 class RejectReason(StrEnum):
@@ -42,6 +46,10 @@ class Product:
     holds: dict[str, int] = field(default_factory=dict)  # order id -> units held
     recent_operations: list[str] = field(default_factory=list)
     version: int = 0
+
+    def copy(self) -> Product:
+        """An independent copy (its holds and remembered operations are new containers)."""
+        return replace(self, holds=dict(self.holds), recent_operations=list(self.recent_operations))
 
     @property
     def is_low(self) -> bool:
@@ -119,13 +127,6 @@ class Reservation:
     @property
     def total(self) -> int:
         return sum(line.line_total for line in self.lines)
-
-
-def merge_lines(lines: list[tuple[str, int]]) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for sku, quantity in lines:
-        merged[sku] = merged.get(sku, 0) + quantity
-    return merged
 
 
 def decide_reservation(order_id: str, wanted: dict[str, int], products: dict[str, Product]) -> Reservation:

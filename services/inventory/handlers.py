@@ -1,15 +1,20 @@
-"""Inventory use cases. Every change to stock goes through here, one at a time.
+"""Inventory use cases. Every change to stock goes through here, one batch at a time per partition.
 
 Correctness does not rest on the store's conditional updates (the FerretDB stand-in evaluates
-them as a read and a separate write): all stock commands arrive on one single-active-consumer
-queue, so one inventory process decides at a time, and inside it a lock serialises its threads.
+them as a read and a separate write): each partition's commands arrive on one single-active-
+consumer queue, so one inventory process decides for a partition at a time, and inside it a lock
+per partition orders its threads. A batch reads the reservations and products it concerns once,
+decides each command in turn against them, and writes each product it changed once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
 
 from services.inventory.domain import (
     Product,
@@ -17,140 +22,157 @@ from services.inventory.domain import (
     ReservationStatus,
     crossed_low_threshold,
     decide_reservation,
-    merge_lines,
 )
-from services.inventory.store import ProductRepository, ReservationRepository
+from services.inventory.store import CachedProducts, ProductRepository, ReservationRepository
 from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import derive_id
 from shared.contracts.events import LowStock
-from shared.errors import PermanentError
-from shared.messaging.ports import CommandSender, EventSink
+from shared.contracts.intake import units_per_sku
+from shared.logs import message_context
+from shared.messaging.ports import Batch, CommandSender, EventSink
 
 log = logging.getLogger(__name__)
 
-
-class UnknownSku(PermanentError):
-    pass
+C = TypeVar("C", saga.ReserveStock, saga.ReleaseStock, saga.CommitStock, saga.SetStock, saga.Restock)
 
 
 class InventoryHandlers:
     def __init__(
         self,
-        products: ProductRepository,
+        products: ProductRepository | CachedProducts,
         reservations: ReservationRepository,
         replies: CommandSender,
         events: EventSink,
+        partition_of: Callable[[str], int] = lambda sku: 0,
     ) -> None:
         self.products = products
         self.reservations = reservations
         self.replies = replies
         self.events = events
-        self._one_at_a_time = threading.Lock()
+        self.partition_of = partition_of
+        self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
 
-    def reserve_stock(self, command: saga.ReserveStock) -> None:
-        """Hold every line of the order, or none; reply either way (again, on a redelivery)."""
-        with self._one_at_a_time:
-            reservation = self.reservations.get(command.order_id)
-            if reservation is None or reservation.status is ReservationStatus.RESERVING:
-                reservation = self._reserve(command)
-            elif reservation.status is ReservationStatus.RELEASED:
-                log.warning("order %s was released before it was reserved; not reserving", command.order_id)
-                return
-        self.replies.send(_reply(reservation))
+    def reserve_stock(self, batch: Batch[saga.ReserveStock]) -> None:
+        """Hold every line of each order, or none; reply either way (again, on a redelivery)."""
+        commands = self._owned(batch, lambda command: [line.sku for line in command.lines])
+        with self._partition(commands) as changed:
+            decided = self.reservations.get_many(command.order_id for command in commands)
+            products = self.products.get_many(line.sku for command in commands for line in command.lines)
+            new: list[Reservation] = []
+            for command in commands:
+                with message_context(message_id=command.message_id, order_id=command.order_id):
+                    reservation = decided.get(command.order_id)
+                    if reservation is None or reservation.status is ReservationStatus.RESERVING:
+                        reservation = self._reserve(command, products, changed)
+                        decided[command.order_id] = reservation
+                        new.append(reservation)
+                    elif reservation.status is ReservationStatus.RELEASED:
+                        log.warning(
+                            "order %s was released before it was reserved; not reserving", command.order_id
+                        )
+                        continue
+                    self.replies.send(_reply(reservation, command.partition))
+            # Holds first: a reservation on record means its units are held.
+            self.products.save(changed.values())
+            self.reservations.add(new)
 
-    def _reserve(self, command: saga.ReserveStock) -> Reservation:
-        wanted = merge_lines([(line.sku, line.quantity) for line in command.lines])
-        products = self.products.get_many(list(wanted))
+    def _reserve(
+        self, command: saga.ReserveStock, products: dict[str, Product], changed: dict[str, Product]
+    ) -> Reservation:
+        wanted = units_per_sku((line.sku, line.quantity) for line in command.lines)
         reservation = decide_reservation(command.order_id, wanted, products)
-        alerts: list[LowStock] = []
         if reservation.status is ReservationStatus.RESERVED:
-            # Say which SKUs will be held before holding any, so that a release arriving after a
-            # crash half-way (a timeout, say) finds every hold to give back.
-            self.reservations.save(replace(reservation, status=ReservationStatus.RESERVING))
             for sku, quantity in wanted.items():
                 product = products[sku]
                 before = product.available
                 product.hold(command.order_id, quantity)
-                self.products.save(product)
+                changed[sku] = product
                 if crossed_low_threshold(before, product):
-                    alerts.append(_low_stock(product, cause=command.order_id))
+                    self._alert(product, cause=command.order_id)
         else:
             # A redelivery after a crash mid-way may find some lines already held: undo them.
-            for product in products.values():
-                if product.release(command.order_id):
-                    self.products.save(product)
+            for sku in wanted:
+                if sku in products and products[sku].release(command.order_id):
+                    changed[sku] = products[sku]
             log.info("order %s: %s %s", command.order_id, reservation.reason, ", ".join(reservation.skus))
-        self.reservations.save(reservation)
-        for alert in alerts:
-            self.events.publish(alert)
-            metrics.LOW_STOCK_ALERTS.inc()
         return reservation
 
-    def release_stock(self, command: saga.ReleaseStock) -> None:
-        """Compensation: return the order's held units. Releasing twice, or nothing, is fine."""
-        with self._one_at_a_time:
-            reservation = self.reservations.get(command.order_id)
-            if reservation is not None and reservation.status is ReservationStatus.COMMITTED:
-                raise PermanentError(f"order {command.order_id} is committed; its stock is sold")
-            for product in self._holding(reservation):
-                product.release(command.order_id)
-                self.products.save(product)
-            self.reservations.save(
-                Reservation(
-                    command.order_id,
-                    ReservationStatus.RELEASED,
-                    lines=reservation.lines if reservation else [],
+    def release_stock(self, batch: Batch[saga.ReleaseStock]) -> None:
+        """Compensation: give back the units each order holds. Releasing twice, or nothing, is fine."""
+        commands = self._owned(batch, lambda command: command.skus)
+        with self._partition(commands) as changed:
+            decided = self.reservations.get_many(command.order_id for command in commands)
+            skus = {sku for command in commands for sku in self._skus_held(command, decided)}
+            products = self.products.get_many(skus)
+            released = []
+            for command in commands:
+                for sku in self._skus_held(command, decided):
+                    if sku in products and products[sku].release(command.order_id):
+                        changed[sku] = products[sku]
+                earlier = decided.get(command.order_id)
+                released.append(
+                    Reservation(
+                        command.order_id, ReservationStatus.RELEASED, lines=earlier.lines if earlier else []
+                    )
                 )
-            )
-        self.replies.send(
-            saga.StockReleased(
-                message_id=derive_id(command.order_id, "stock-released"), order_id=command.order_id
-            )
-        )
+                self.replies.send(
+                    saga.StockReleased(
+                        message_id=derive_id(command.order_id, "stock-released", str(command.partition)),
+                        order_id=command.order_id,
+                        partition=command.partition,
+                    )
+                )
+            self.products.save(changed.values())
+            self.reservations.replace(released)
 
-    def commit_stock(self, command: saga.CommitStock) -> None:
-        """The order is confirmed: its held units become sold."""
-        with self._one_at_a_time:
-            reservation = self.reservations.get(command.order_id)
-            if reservation is None or reservation.status not in (
-                ReservationStatus.RESERVED,
-                ReservationStatus.COMMITTED,
-            ):
-                raise PermanentError(f"order {command.order_id} has no reservation to commit")
-            for product in self._holding(reservation):
-                product.commit(command.order_id)
-                self.products.save(product)
-            reservation.status = ReservationStatus.COMMITTED
-            self.reservations.save(reservation)
+    def commit_stock(self, batch: Batch[saga.CommitStock]) -> None:
+        """The orders are confirmed: the units they hold are sold (committing twice changes nothing)."""
+        commands = self._owned(batch, lambda command: command.skus)
+        with self._partition(commands) as changed:
+            products = self.products.get_many(sku for command in commands for sku in command.skus)
+            for command in commands:
+                for sku in command.skus:
+                    if sku in products and products[sku].commit(command.order_id):
+                        changed[sku] = products[sku]
+            self.products.save(changed.values())
 
-    def set_stock(self, command: saga.SetStock) -> None:
-        with self._one_at_a_time:
-            product = self.products.get(command.sku) or Product(command.sku, command.name, command.price)
-            if command.message_id in product.recent_operations:
-                return
-            before = product.available
-            product.set(
-                name=command.name,
-                price=command.price,
-                available=command.quantity,
-                low_stock_threshold=command.low_stock_threshold,
-                operation_id=command.message_id,
-            )
-            self.products.save(product)
-            log.info("%s set: %d available at %d", product.sku, product.available, product.price)
-        if crossed_low_threshold(before, product):
-            self.events.publish(_low_stock(product, cause=command.message_id))
-            metrics.LOW_STOCK_ALERTS.inc()
+    def set_stock(self, batch: Batch[saga.SetStock]) -> None:
+        commands = self._owned(batch, lambda command: [command.sku])
+        with self._partition(commands) as changed:
+            products = self.products.get_many(command.sku for command in commands)
+            for command in commands:
+                product = products.get(command.sku) or Product(command.sku, command.name, command.price)
+                if command.message_id in product.recent_operations:
+                    continue
+                before = product.available
+                product.set(
+                    name=command.name,
+                    price=command.price,
+                    available=command.quantity,
+                    low_stock_threshold=command.low_stock_threshold,
+                    operation_id=command.message_id,
+                )
+                products[command.sku] = changed[command.sku] = product
+                log.info("%s set: %d available at %d", product.sku, product.available, product.price)
+                if crossed_low_threshold(before, product):
+                    self._alert(product, cause=command.message_id)
+            self.products.save(changed.values())
 
-    def restock(self, command: saga.Restock) -> None:
-        with self._one_at_a_time:
-            product = self.products.get(command.sku)
-            if product is None:
-                raise UnknownSku(f"cannot restock unknown SKU {command.sku}")
-            if product.restock(command.quantity, command.message_id):
-                self.products.save(product)
-                log.info("%s restocked by %d: %d available", product.sku, command.quantity, product.available)
+    def restock(self, batch: Batch[saga.Restock]) -> None:
+        commands = self._owned(batch, lambda command: [command.sku])
+        with self._partition(commands) as changed:
+            products = self.products.get_many(command.sku for command in commands)
+            for command in commands:
+                product = products.get(command.sku)
+                if product is None:
+                    batch.reject(command, f"cannot restock unknown SKU {command.sku}")
+                elif product.restock(command.quantity, command.message_id):
+                    changed[command.sku] = product
+                    log.info(
+                        "%s restocked by %d: %d available", product.sku, command.quantity, product.available
+                    )
+            self.products.save(changed.values())
 
     def export_stock_levels(self) -> None:
         """Stock per SKU for the metrics; every inventory process does it, standing by or not."""
@@ -159,36 +181,67 @@ class InventoryHandlers:
             metrics.STOCK_RESERVED.labels(product.sku).set(product.reserved)
             metrics.STOCK_LOW.labels(product.sku).set(1 if product.is_low else 0)
 
-    def _holding(self, reservation: Reservation | None) -> list[Product]:
-        if reservation is None:
-            return []
-        products = self.products.get_many([line.sku for line in reservation.lines])
-        return [product for product in products.values() if product.held_for(reservation.order_id)]
+    # Internals --------------------------------------------------------------------------------
+
+    def _owned(self, batch: Batch[C], skus_of: Callable[[C], Iterable[str]]) -> list[C]:
+        """The commands sent to the partition that owns their SKUs; the others are rejected: a
+        worker with another ORDERFLOW_INVENTORY_PARTITIONS sent them, and deciding them here could
+        oversell."""
+        owned = []
+        for command in batch:
+            strangers = sorted(sku for sku in skus_of(command) if self.partition_of(sku) != command.partition)
+            if strangers:
+                batch.reject(
+                    command,
+                    f"{', '.join(strangers)} not in partition {command.partition}: every worker and the CLI "
+                    "must have the same ORDERFLOW_INVENTORY_PARTITIONS",
+                )
+            else:
+                owned.append(command)
+        return owned
+
+    @contextmanager
+    def _partition(self, commands: Sequence[saga.StockCommand]) -> Iterator[dict[str, Product]]:
+        """One batch at a time per partition; yields the products the batch changes, by SKU."""
+        partition = commands[0].partition if commands else 0
+        with self._locks[partition]:
+            yield {}
+
+    def _skus_held(self, command: saga.ReleaseStock, decided: dict[str, Reservation]) -> list[str]:
+        """The SKUs the command names, and those its reservation says were held (older commands
+        named none)."""
+        reservation = decided.get(command.order_id)
+        recorded = [line.sku for line in reservation.lines] if reservation else []
+        return sorted({*command.skus, *recorded})
+
+    def _alert(self, product: Product, cause: str) -> None:
+        self.events.publish(
+            LowStock(
+                event_id=derive_id(product.sku, "low-stock", cause),
+                sku=product.sku,
+                name=product.name,
+                available=product.available,
+                threshold=product.low_stock_threshold,
+            )
+        )
+        metrics.LOW_STOCK_ALERTS.inc()
 
 
-def _reply(reservation: Reservation) -> saga.StockReserved | saga.StockReservationFailed:
+def _reply(reservation: Reservation, partition: int) -> saga.StockReserved | saga.StockReservationFailed:
     order_id = reservation.order_id
     if reservation.status is ReservationStatus.REJECTED:
         assert reservation.reason is not None
         return saga.StockReservationFailed(
-            message_id=derive_id(order_id, "stock-reservation-failed"),
+            message_id=derive_id(order_id, "stock-reservation-failed", str(partition)),
             order_id=order_id,
+            partition=partition,
             reason=reservation.reason.value,
             skus=reservation.skus,
         )
     return saga.StockReserved(
-        message_id=derive_id(order_id, "stock-reserved"),
+        message_id=derive_id(order_id, "stock-reserved", str(partition)),
         order_id=order_id,
+        partition=partition,
         lines=[saga.PricedLine(**vars(line)) for line in reservation.lines],
         total=reservation.total,
-    )
-
-
-def _low_stock(product: Product, cause: str) -> LowStock:
-    return LowStock(
-        event_id=derive_id(product.sku, "low-stock", cause),
-        sku=product.sku,
-        name=product.name,
-        available=product.available,
-        threshold=product.low_stock_threshold,
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from services.notification.actors import events_consumer
 from services.notification.channels import SmtpMailer
 from services.notification.handlers import NotificationHandlers
 from services.notification.store import NotificationRepository
 from shared import store
-from shared.messaging.exchanges import NOTIFICATION_EVENTS, consumer_for
-from shared.messaging.saga_bus import SagaBroker
+from shared.messaging.transport import Transport
 from shared.runtime import WorkerApp
 from shared.settings import Settings
 
@@ -22,11 +22,12 @@ def bootstrap(settings: Settings) -> WorkerApp:
         operators=settings.operator_email,
         lease_seconds=settings.notification_lease_seconds,
     )
+    transport = Transport(settings)
     return WorkerApp(
         "notification",
         settings,
-        SagaBroker(settings),
-        consumers=[lambda: consumer_for(settings, NOTIFICATION_EVENTS, handlers.on_event)],
+        transport,
+        consumers=[events_consumer(transport, handlers)],
         on_start=[notifications.ensure_indexes],
         closers=[client.close],
     )

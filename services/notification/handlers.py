@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pydantic import ValidationError
-
 from services.notification.domain import Notification, for_low_stock, for_order
 from services.notification.store import NotificationRepository
 from shared import metrics
 from shared.contracts.base import utcnow
 from shared.contracts.events import LowStock, OrderStatusChanged
-from shared.errors import InvalidMessage
 from shared.logs import message_context
-from shared.messaging.exchanges import Delivery
+from shared.messaging.ports import Batch
+
+NotifiableEvent = OrderStatusChanged | LowStock
 
 log = logging.getLogger(__name__)
 
@@ -45,40 +43,58 @@ class NotificationHandlers:
         self.lease = timedelta(seconds=lease_seconds)
         self.clock = clock
 
-    def on_event(self, delivery: Delivery) -> None:
-        notification = self._notification_for(delivery)
-        if notification is not None:
-            with message_context(message_id=notification.notification_id, order_id=notification.order_id):
-                self._deliver(notification)
+    def on_events(self, batch: Batch[NotifiableEvent]) -> None:
+        """One notification per event, however often the event arrives."""
+        due: dict[str, Notification] = {}
+        for event in batch:
+            notification = (
+                for_low_stock(event, self.operators) if isinstance(event, LowStock) else for_order(event)
+            )
+            if notification is not None:
+                due.setdefault(notification.notification_id, notification)
+        if self.mailer is None:
+            self._record(list(due.values()))
+        else:
+            self._email(self.mailer, list(due.values()))
 
-    def _notification_for(self, delivery: Delivery) -> Notification | None:
+    def _record(self, notifications: list[Notification]) -> None:
+        """Without SMTP, recording a notification is all there is to sending it: one write."""
+        recorded = self.notifications.claim(notifications, "log", "sent", self.clock())
+        for notification in notifications:
+            if notification.notification_id not in recorded:
+                self._sent(notification, "log")
+
+    def _email(self, mailer: Mailer, notifications: list[Notification]) -> None:
+        claimed_before = self.notifications.claim(
+            notifications, "email", "sending", self.clock() + self.lease
+        )
+        sent: list[str] = []
         try:
-            event_type = json.loads(delivery.body).get("type")
-            if event_type in ("order.confirmed", "order.cancelled"):
-                return for_order(OrderStatusChanged.model_validate_json(delivery.body))
-            if event_type == "stock.low":
-                return for_low_stock(LowStock.model_validate_json(delivery.body), self.operators)
-        except (ValueError, AttributeError, ValidationError) as e:
-            raise InvalidMessage(f"not a valid event: {e}") from e
-        return None
+            for notification in notifications:
+                with message_context(message_id=notification.notification_id, order_id=notification.order_id):
+                    if notification.notification_id in claimed_before and not self._take_over(
+                        notification.notification_id
+                    ):
+                        log.info("notification %s was sent already", notification.notification_id)
+                        continue
+                    try:
+                        mailer.send(notification)
+                    except Exception as e:
+                        # Let the next attempt take over at once, then retry with backoff.
+                        self.notifications.mark(
+                            [notification.notification_id], "retrying", self.clock(), str(e)
+                        )
+                        metrics.NOTIFICATIONS.labels("email", notification.kind, "failed").inc()
+                        raise
+                    sent.append(notification.notification_id)
+                    self._sent(notification, "email")
+        finally:
+            self.notifications.mark(sent, "sent", self.clock())
 
-    def _deliver(self, notification: Notification) -> None:
-        channel = "email" if self.mailer else "log"
-        claimed = self.notifications.claim(notification, channel, self.clock() + self.lease)
-        if not claimed and not self._take_over(notification.notification_id):
-            log.info("notification %s was sent already", notification.notification_id)
-            return
-        if self.mailer is not None:
-            try:
-                self.mailer.send(notification)
-            except Exception as e:
-                # Let the next attempt take over at once, then retry with backoff.
-                self.notifications.mark(notification.notification_id, "retrying", self.clock(), str(e))
-                metrics.NOTIFICATIONS.labels(channel, notification.kind, "failed").inc()
-                raise
-        self.notifications.mark(notification.notification_id, "sent", self.clock())
+    def _sent(self, notification: Notification, channel: str) -> None:
         metrics.NOTIFICATIONS.labels(channel, notification.kind, "sent").inc()
-        log.info("notified %s: %s", notification.recipient, notification.subject)
+        with message_context(message_id=notification.notification_id, order_id=notification.order_id):
+            log.info("notified %s: %s", notification.recipient, notification.subject)
 
     def _take_over(self, notification_id: str) -> bool:
         """Another delivery claimed this notification: wait while its lease runs, then take over if

@@ -9,6 +9,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.notification.domain import Notification
+from shared.store import insert_new
 
 
 class NotificationRepository:
@@ -19,10 +20,13 @@ class NotificationRepository:
     def ensure_indexes(self) -> None:
         self._notifications.create_index("order_id")
 
-    def claim(self, notification: Notification, channel: str, lease_until: datetime) -> bool:
-        """Record the notification as being sent; False if it is recorded already."""
-        try:
-            self._notifications.insert_one(
+    def claim(
+        self, notifications: list[Notification], channel: str, status: str, lease_until: datetime
+    ) -> set[str]:
+        """Record notifications (one write for all); returns the ids recorded already."""
+        return insert_new(
+            self._notifications,
+            [
                 {
                     "_id": notification.notification_id,
                     "kind": notification.kind,
@@ -31,14 +35,13 @@ class NotificationRepository:
                     "subject": notification.subject,
                     "body": notification.body,
                     "channel": channel,
-                    "status": "sending",
+                    "status": status,
                     "lease_until": lease_until,
                     "attempts": 1,
                 }
-            )
-        except DuplicateKeyError:
-            return False
-        return True
+                for notification in notifications
+            ],
+        )
 
     def get(self, notification_id: str) -> dict[str, Any] | None:
         return self._notifications.find_one({"_id": notification_id})
@@ -57,11 +60,12 @@ class NotificationRepository:
         )
         return True
 
-    def mark(self, notification_id: str, status: str, at: datetime, error: str | None = None) -> None:
-        self._notifications.update_one(
-            {"_id": notification_id},
-            {"$set": {"status": status, "updated_at": at, "error": error, "lease_until": at}},
-        )
+    def mark(self, notification_ids: list[str], status: str, at: datetime, error: str | None = None) -> None:
+        if notification_ids:
+            self._notifications.update_many(
+                {"_id": {"$in": notification_ids}},
+                {"$set": {"status": status, "updated_at": at, "error": error, "lease_until": at}},
+            )
 
     def find(self, **query: Any) -> list[dict[str, Any]]:
         return list(self._notifications.find(query))

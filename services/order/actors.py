@@ -1,12 +1,17 @@
-"""Entry points of the order worker: saga replies (dramatiq) and the public intake (kombu)."""
+"""Entry points of the order worker: saga replies and its own timers (dramatiq), the intake (kombu)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from services.order.handlers import OrderHandlers
+from services.order.intake import Submission, decode_submission
 from shared.contracts import saga
-from shared.messaging.exchanges import ORDER_INTAKE, QueueConsumer, consumer_for
+from shared.messaging import topology
+from shared.messaging.exchanges import InboundMessage, QueueConsumer
 from shared.messaging.saga_bus import SagaBus
-from shared.settings import Settings
+from shared.messaging.transport import Transport
 
 
 def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
@@ -16,9 +21,14 @@ def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
     bus.handle(saga.PaymentCaptured, handlers.payment_captured)
     bus.handle(saga.PaymentDeclined, handlers.payment_declined)
     bus.handle(saga.PaymentFailed, handlers.payment_failed)
-    # Refunds are not part of this saga's path yet; acknowledge them so none pile up.
-    bus.handle(saga.PaymentRefunded, lambda reply: None)
+    bus.handle(saga.PaymentRefunded, handlers.payment_refunded)
+    bus.handle(saga.StepDeadline, handlers.step_deadlines)
 
 
-def intake_consumer(settings: Settings, handlers: OrderHandlers) -> QueueConsumer:
-    return consumer_for(settings, ORDER_INTAKE, handlers.submit_order)
+def intake_consumer(transport: Transport, handlers: OrderHandlers) -> Callable[[], QueueConsumer[Any]]:
+    max_bytes = transport.settings.max_message_bytes
+
+    def decode(inbound: InboundMessage) -> Submission:
+        return decode_submission(inbound.body, inbound.content_type, max_bytes)
+
+    return transport.consumer(topology.ORDER_INTAKE, decode, handlers.submit_orders, handlers.admits)

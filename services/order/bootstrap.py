@@ -1,41 +1,50 @@
-"""Wire the order worker: its database, the saga bus, the events publisher, the intake consumer."""
+"""Wire the order worker: its database, its transport, the saga's actors, the intake consumer."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from functools import partial
 
 from services.order.actors import intake_consumer, register_actors
 from services.order.handlers import OrderHandlers
-from services.order.store import OrderRepository
+from services.order.store import OrderRepository, RecentOrders
 from shared import store
-from shared.messaging.exchanges import EventPublisher, connect
-from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.messaging import topology
+from shared.messaging.probe import RabbitQueueProbe
+from shared.messaging.transport import Transport
 from shared.runtime import WorkerApp
 from shared.settings import Settings
+
+TIMER_FLUSH_SECONDS = 1.0
 
 
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
-    orders = OrderRepository(store.database(client, settings, "order"))
-    broker = SagaBroker(settings)
-    bus = SagaBus(broker)
-    events = connect(settings.amqp_url)
+    orders = RecentOrders(OrderRepository(store.database(client, settings, "order")))
+    transport = Transport(settings)
+    probe = RabbitQueueProbe(settings.amqp_url)
     handlers = OrderHandlers(
         orders,
-        bus,
-        EventPublisher(events),
+        transport.outbox,
+        transport.outbox,
+        probe,
         currency=settings.currency,
-        max_message_bytes=settings.max_message_bytes,
-        step_timeout=timedelta(seconds=settings.step_timeout),
+        step_timeout=transport.step_timeout,
+        partition_of=partial(topology.partition_of, partitions=settings.inventory_partitions),
+        max_in_flight=settings.max_in_flight,
     )
-    register_actors(bus, handlers)
+    register_actors(transport.bus, handlers)
     return WorkerApp(
         "order",
         settings,
-        broker,
-        consumers=[lambda: intake_consumer(settings, handlers)],
-        # After a restart, say again what every pending saga waits for: nothing stays pending forever.
-        on_start=[orders.ensure_indexes, handlers.resume_pending],
-        periodic=[("saga deadlines", settings.sweep_interval, handlers.expire_overdue)],
-        closers=[events.release, client.close],
+        transport,
+        saga_queues=[topology.ORDER_SAGA_QUEUE],
+        consumers=[intake_consumer(transport, handlers)],
+        on_start=[orders.ensure_indexes],
+        periodic=[
+            ("deadline timers", TIMER_FLUSH_SECONDS, transport.flushing(handlers.flush_timers)),
+            # Timers arrive as messages; the sweep is the rare safety net under them.
+            ("saga sweep", settings.sweep_interval, transport.flushing(handlers.sweep)),
+        ],
+        # The timers of the last steps leave before the transport closes.
+        closers=[transport.flushing(handlers.flush_timers), probe.close, client.close],
     )

@@ -12,9 +12,13 @@ from services.order.store import OrderRepository
 from shared import store
 from shared.contracts.base import utcnow
 from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
+from shared.messaging.publisher import Outgoing
+from shared.messaging.transport import Transport
 from shared.money import to_decimal_string
 from shared.settings import Settings
+
+# How many orders `submit` publishes per confirmed burst.
+SUBMIT_BATCH = 500
 
 
 def split_submissions(text: str) -> list[bytes]:
@@ -31,11 +35,18 @@ def split_submissions(text: str) -> list[bytes]:
 def submit(settings: Settings, source: str) -> int:
     text = sys.stdin.read() if source == "-" else Path(source).read_text()
     bodies = split_submissions(text)
-    with connect(settings.amqp_url) as connection:
-        declare_public_topology(connection)
-        publisher = EventPublisher(connection)
-        for body in bodies:
-            publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, body)
+    transport = Transport(settings)
+    try:
+        transport.declare()
+        for start in range(0, len(bodies), SUBMIT_BATCH):
+            transport.publisher.publish(
+                [
+                    Outgoing(topology.INTAKE_EXCHANGE, topology.INTAKE_ROUTING_KEY, body)
+                    for body in bodies[start : start + SUBMIT_BATCH]
+                ]
+            )
+    finally:
+        transport.close()
     print(f"submitted {len(bodies)} order{'s' if len(bodies) != 1 else ''}")
     return 0
 
@@ -104,7 +115,7 @@ def order_view(order: Order) -> dict[str, Any]:
 def stuck(settings: Settings, as_json: bool) -> int:
     """Pending orders past their step's deadline: the order worker times them out when it runs."""
     orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
-    overdue = orders.overdue(utcnow())
+    overdue = orders.overdue(utcnow(), limit=0)
     if as_json:
         print(json.dumps([order_view(order) for order in overdue], indent=2, default=str))
         return 0

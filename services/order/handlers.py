@@ -1,121 +1,205 @@
-"""Order use cases: take in submissions and move each order's saga on as replies arrive."""
+"""Order use cases: take in submissions, move each order's saga on as replies and deadlines arrive.
+
+Every use case takes a batch: it reads the orders it concerns in one round trip, decides each
+with the domain, writes the transitions in one round trip, and says what the new states imply.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import TypeVar
 
-from services.order.domain import Order, OrderStatus, SagaStep, TransitionNotAllowed
-from services.order.intake import InvalidSubmission, parse_submission
-from services.order.store import OrderRepository
+from services.order.domain import (
+    HistoryEntry,
+    Order,
+    OrderStatus,
+    SagaStep,
+    TransitionNotAllowed,
+    intake_cause,
+)
+from services.order.intake import RejectedSubmission, Submission
+from services.order.store import OrderRepository, RecentOrders
 from shared import metrics
 from shared.contracts import saga
-from shared.contracts.base import OrderMessage, utcnow
+from shared.contracts.base import Message, OrderMessage, new_id, utcnow
 from shared.contracts.events import Event
-from shared.errors import PermanentError, TransientError
+from shared.errors import TransientError
 from shared.logs import message_context
-from shared.messaging.exchanges import Delivery
-from shared.messaging.ports import CommandSender, EventSink
+from shared.messaging.ports import Backlog, Batch, CommandSender, EventSink, QueueProbe
+from shared.messaging.routes import queue_of
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=OrderMessage)
 
+# How often a batch re-reads the orders another writer moved under it before giving up (and
+# being retried as a whole).
+CONCURRENT_ATTEMPTS = 3
+
 
 class ConcurrentUpdate(TransientError):
-    """Another thread moved the order between our read and our write; retry from a fresh read."""
+    """Other writers kept moving these orders between our reads and our writes."""
 
 
 class OrderHandlers:
     def __init__(
         self,
-        orders: OrderRepository,
+        orders: OrderRepository | RecentOrders,
         commands: CommandSender,
         events: EventSink,
+        queues: QueueProbe,
         *,
         currency: str,
-        max_message_bytes: int,
         step_timeout: timedelta = timedelta(seconds=30),
+        partition_of: Callable[[str], int] = lambda sku: 0,
+        max_in_flight: int = 1000,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.orders = orders
         self.commands = commands
         self.events = events
+        self.queues = queues
         self.currency = currency
-        self.max_message_bytes = max_message_bytes
         self.step_timeout = step_timeout
+        self.partition_of = partition_of
         self.clock = clock
+        self.in_flight = InFlight(max_in_flight, horizon=4 * step_timeout)
+        # Step timers wait here and leave together, once a second (flush_timers): one message per
+        # second instead of one per step. A worker that dies loses a second's worth; the sweep
+        # finds those sagas.
+        self._timers: list[saga.StepDeadline] = []
+        self._timers_lock = threading.Lock()
 
     # Intake -----------------------------------------------------------------------------------
 
-    def submit_order(self, delivery: Delivery) -> None:
-        """Validate a submission and start its saga; resubmitting an order id starts nothing new."""
-        try:
-            submission = parse_submission(delivery.body, delivery.content_type, self.max_message_bytes)
-        except InvalidSubmission as e:
-            if e.order_id is not None:
-                with message_context(message_id=None, order_id=e.order_id):
-                    self._start(Order.reject(e.order_id, e.errors, self.currency, self.clock()))
-            raise
-        with message_context(message_id=None, order_id=submission.order_id):
-            self._start(Order.accept(submission, self.currency, self.clock(), self.step_timeout))
+    def admits(self) -> bool:
+        """Whether to take new orders in now: not while this process has as many sagas under way
+        as it may. Waiting in the intake queue, an order holds no stock and no step's clock runs."""
+        return self.in_flight.has_room(self.clock())
 
-    def _start(self, order: Order) -> None:
-        if self.orders.add(order):
-            log.info("order %s is %s", order.order_id, order.status)
+    def submit_orders(self, batch: Batch[Submission]) -> None:
+        """Start a saga per new order id; a resubmitted id starts nothing new. Invalid submissions
+        are recorded as rejected and dead-lettered."""
+        now = self.clock()
+        new: dict[str, Order] = {}
+        again: list[str] = []
+        for submission in batch:
+            if isinstance(submission, RejectedSubmission):
+                batch.reject(submission, submission.reason)
+                order = Order.reject(submission.order_id, submission.errors, self.currency, now)
+            else:
+                order = Order.accept(submission, self.currency, now, self.step_timeout, self.partition_of)
+            if order.order_id in new:
+                again.append(order.order_id)
+            else:
+                new[order.order_id] = order
+        existed = self.orders.add(list(new.values()))
+        for order in new.values():
+            if order.order_id in existed:
+                again.append(order.order_id)
+                continue
+            with message_context(message_id=None, order_id=order.order_id):
+                log.info("order %s is %s", order.order_id, order.status)
+            if order.status is OrderStatus.PENDING:
+                self.in_flight.started(order.order_id, now)
             status = "accepted" if order.status is OrderStatus.PENDING else order.status.value
             metrics.ORDERS.labels(status, order.reason or "").inc()
             self._dispatch(order)
+        for order in self.orders.get_many(again).values():
+            self._submitted_again(order)
+
+    def _submitted_again(self, order: Order) -> None:
+        if order.last_cause == intake_cause(order.order_id):
+            # Still in its first state: the first attempt may have died before saying it.
+            self._dispatch(order)
             return
-        existing = self.orders.get(order.order_id)
-        if existing is not None and existing.last_cause == order.last_cause:
-            # Still in its first state: the first attempt may have died before sending, say it again.
-            self._dispatch(existing)
-        else:
+        with message_context(message_id=None, order_id=order.order_id):
             log.info("order %s was submitted before; ignoring the resubmission", order.order_id)
+        if order.history[0].status is OrderStatus.PENDING:
+            # Its acceptance may have been published without being confirmed before the order
+            # moved on: say it again (subscribers drop a duplicate by its event id).
+            self.events.publish(order.accepted_event())
 
     # Saga replies -----------------------------------------------------------------------------
 
-    def stock_reserved(self, reply: saga.StockReserved) -> None:
-        self._advance(reply, Order.stock_reserved)
+    def stock_reserved(self, batch: Batch[saga.StockReserved]) -> None:
+        self._advance(batch, Order.stock_reserved)
 
-    def stock_reservation_failed(self, reply: saga.StockReservationFailed) -> None:
-        self._advance(reply, Order.stock_reservation_failed)
+    def stock_reservation_failed(self, batch: Batch[saga.StockReservationFailed]) -> None:
+        self._advance(batch, Order.stock_reservation_failed)
 
-    def payment_captured(self, reply: saga.PaymentCaptured) -> None:
-        self._advance(reply, Order.payment_captured)
+    def payment_captured(self, batch: Batch[saga.PaymentCaptured]) -> None:
+        self._advance(batch, Order.payment_captured)
 
-    def payment_declined(self, reply: saga.PaymentDeclined) -> None:
-        self._advance(reply, Order.payment_declined)
+    def payment_declined(self, batch: Batch[saga.PaymentDeclined]) -> None:
+        self._advance(batch, Order.payment_declined)
 
-    def payment_failed(self, reply: saga.PaymentFailed) -> None:
-        self._advance(reply, Order.payment_failed)
+    def payment_failed(self, batch: Batch[saga.PaymentFailed]) -> None:
+        self._advance(batch, Order.payment_failed)
 
-    def stock_released(self, reply: saga.StockReleased) -> None:
-        self._advance(reply, Order.stock_released)
+    def stock_released(self, batch: Batch[saga.StockReleased]) -> None:
+        self._advance(batch, Order.stock_released)
 
-    def _advance(self, reply: R, transition: Callable[[Order, R, datetime], None]) -> None:
-        order = self._load(reply.order_id)
+    def payment_refunded(self, batch: Batch[saga.PaymentRefunded]) -> None:
+        # Refunds are not a step of this saga yet: nothing waits for them.
+        for reply in batch:
+            with message_context(message_id=reply.message_id, order_id=reply.order_id):
+                log.info("order %s: refunded %d", reply.order_id, reply.amount)
+
+    def _advance(self, batch: Batch[R], transition: Callable[[Order, R, datetime], None]) -> None:
+        replies = list(batch)
+        for attempt in range(CONCURRENT_ATTEMPTS):
+            order_ids = {reply.order_id for reply in replies}
+            orders = self.orders.get_many(order_ids) if attempt == 0 else self.orders.refresh(order_ids)
+            moved: dict[str, tuple[Order, int]] = {}
+            for reply in replies:
+                with message_context(message_id=reply.message_id, order_id=reply.order_id):
+                    self._apply(batch, reply, orders, moved, transition)
+            lost = {order.order_id for order in self.orders.save([order for order, _ in moved.values()])}
+            for order_id, (order, recorded) in moved.items():
+                if order_id not in lost:
+                    self._moved_on(order, recorded)
+            if not lost:
+                return
+            replies = [reply for reply in replies if reply.order_id in lost]
+        raise ConcurrentUpdate(
+            f"{len(replies)} order(s) kept changing while handling {type(replies[0]).__name__}"
+        )
+
+    def _apply(
+        self,
+        batch: Batch[R],
+        reply: R,
+        orders: dict[str, Order],
+        moved: dict[str, tuple[Order, int]],
+        transition: Callable[[Order, R, datetime], None],
+    ) -> None:
+        order = orders.get(reply.order_id)
         if order is None:
-            raise PermanentError(f"{type(reply).__name__} for unknown order {reply.order_id}")
-        if reply.message_id == order.last_cause:
+            batch.reject(reply, f"{type(reply).__name__} for unknown order {reply.order_id}")
+            return
+        if reply.message_id == order.last_cause and order.order_id not in moved:
             # A redelivery of the reply that caused the current state: the first attempt may have
-            # stored it and died before sending what follows.
+            # stored it and died before saying what follows.
             self._dispatch(order)
             return
+        recorded = moved[order.order_id][1] if order.order_id in moved else len(order.history)
         try:
             transition(order, reply, self.clock())
         except TransitionNotAllowed as e:
             self._late(reply, order, e)
             return
-        self._save(order, type(reply).__name__)
+        moved[order.order_id] = (order, recorded)
 
     def _late(self, reply: OrderMessage, order: Order, why: TransitionNotAllowed) -> None:
         """A reply that does not fit the step: a duplicate, or one that came after a timeout."""
-        late_capture = isinstance(reply, saga.PaymentCaptured)
-        compensations = order.compensations_for_late_capture() if late_capture else []
+        compensations = (
+            order.compensations_for_late_capture() if isinstance(reply, saga.PaymentCaptured) else []
+        )
         if compensations:
             log.warning("order %s: payment captured after the saga gave up; refunding", order.order_id)
         else:
@@ -125,71 +209,136 @@ class OrderHandlers:
 
     # Deadlines --------------------------------------------------------------------------------
 
-    def expire_overdue(self) -> int:
-        """Time out every pending order past its deadline; returns how many were moved on."""
-        expired = 0
-        overdue_orders = self.orders.overdue(self.clock())
-        metrics.SAGAS_OVERDUE.set(len(overdue_orders))
-        metrics.SAGAS_PENDING.set(self.orders.count_pending())
-        for overdue in overdue_orders:
-            with message_context(message_id=None, order_id=overdue.order_id):
-                order = self._load(overdue.order_id)
-                if order is None or not order.is_overdue(self.clock()):
-                    continue
-                order.time_out(self.clock())
-                try:
-                    self._save(order, "timeout")
-                except ConcurrentUpdate:
-                    continue  # a reply or another worker moved it first
-                expired += 1
-        return expired
+    def step_deadlines(self, batch: Batch[saga.StepDeadline]) -> None:
+        """Timers of steps that have waited the step timeout: time out those still waiting."""
+        orders = self.orders.get_many(timer.order_id for timer in batch)
+        due = [
+            (order, timer)
+            for timer in batch
+            if (order := orders.get(timer.order_id)) is not None
+            and order.status is OrderStatus.PENDING
+            and order.version == timer.version
+        ]
+        self._expire(due)
 
-    def resume_pending(self) -> int:
-        """After a restart: say again what every pending order is waiting on (receivers dedupe)."""
-        pending = self.orders.pending()
-        for order in pending:
-            self._dispatch(order)
-        return len(pending)
+    def sweep(self) -> int:
+        """The safety net under the timers, run now and then: time out sagas long past their
+        deadline (a timer lost with a broker's data, say). A scan of the orders: rare by design."""
+        now = self.clock()
+        overdue = self.orders.overdue(now - self.step_timeout)
+        metrics.SAGAS_OVERDUE.set(len(overdue))
+        metrics.SAGAS_PENDING.set(self.orders.count_pending())
+        return self._expire([(order, None) for order in overdue])
+
+    def _expire(self, due: Iterable[tuple[Order, saga.StepDeadline | None]]) -> int:
+        """Time out the orders whose step is waiting for nothing that is being worked on; set the
+        timer again for the others. Returns how many timed out."""
+        backlogs: dict[str, Backlog] = {}
+
+        def backlog(command: Message) -> Backlog:
+            queue = queue_of(command)
+            if queue not in backlogs:
+                backlogs[queue] = self.queues.backlog(queue)
+            return backlogs[queue]
+
+        expiring: list[Order] = []
+        for order, timer in due:
+            waiting_on = [backlog(command) for command in order.awaited()]
+            if any(queue.worked_off for queue in waiting_on):
+                # Queued behind work that is being done: a backlog, not a failure.
+                self._set_timer(order, extended=timer.extended if timer else False)
+            elif timer is not None and not timer.extended and any(queue.consumers for queue in waiting_on):
+                # Its command may be in a consumer's hands right now: one more step timeout.
+                self._set_timer(order, extended=True)
+            else:
+                order.time_out(self.clock())
+                expiring.append(order)
+        recorded = {order.order_id: len(order.history) - 1 for order in expiring}
+        lost = {order.order_id for order in self.orders.save(expiring)}
+        for order in expiring:
+            if order.order_id not in lost:  # else a reply or another worker moved it first
+                with message_context(message_id=None, order_id=order.order_id):
+                    log.warning("order %s timed out waiting in %s", order.order_id, order.history[-2].step)
+                self._moved_on(order, recorded[order.order_id])
+        return len(expiring) - len(lost)
+
+    def _set_timer(self, order: Order, *, extended: bool) -> None:
+        self._arm(order.deadline_timer().model_copy(update={"message_id": new_id(), "extended": extended}))
+
+    def _arm(self, timer: saga.StepDeadline) -> None:
+        with self._timers_lock:
+            self._timers.append(timer)
+
+    def flush_timers(self) -> int:
+        """Send the timers of the steps started since the last flush; returns how many."""
+        with self._timers_lock:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            self.commands.send(timer, delay=self.step_timeout)
+        return len(timers)
 
     # Internals --------------------------------------------------------------------------------
 
-    def _load(self, order_id: str) -> Order | None:
-        order = self.orders.get(order_id)
-        if order is None:
-            return None
-        unfinished = self.orders.unfinished_transition(order)
-        if unfinished is not None:
-            # Its winner died between claiming the transition and writing it: finish for it.
-            log.warning("order %s: finishing an interrupted transition", order_id)
-            self.orders.finish_transition(unfinished)
-            _observe_transition(unfinished)
-            self._dispatch(unfinished)
-            return unfinished
-        return order
-
-    def _save(self, order: Order, cause: str) -> None:
-        if not self.orders.save(order):
-            raise ConcurrentUpdate(f"order {order.order_id} changed while handling {cause}")
-        log.info("order %s is %s (%s)", order.order_id, order.status, order.step)
-        _observe_transition(order)
+    def _moved_on(self, order: Order, recorded: int) -> None:
+        """A transition was stored: log it, count it, and say what the new state implies."""
+        with message_context(message_id=order.last_cause, order_id=order.order_id):
+            log.info("order %s is %s (%s)", order.order_id, order.status, order.step)
+        if order.status is not OrderStatus.PENDING:
+            self.in_flight.finished(order.order_id)
+        _observe(order, order.history[recorded - 1 :])
         self._dispatch(order)
 
     def _dispatch(self, order: Order) -> None:
         for message in order.outbox():
             if isinstance(message, Event):
                 self.events.publish(message)
+            elif isinstance(message, saga.StepDeadline):
+                self._arm(message)
             else:
                 self.commands.send(message)
 
 
-def _observe_transition(order: Order) -> None:
-    """Business metrics of the transition just saved: the step left, compensations, outcomes."""
-    before, now = order.history[-2], order.history[-1]
-    metrics.STEP_SECONDS.labels(before.step.value).observe((now.at - before.at).total_seconds())
-    if now.step is SagaStep.RELEASING_STOCK and before.step is not SagaStep.RELEASING_STOCK:
-        metrics.COMPENSATIONS.labels(order.reason or "").inc()
+def _observe(order: Order, entries: list[HistoryEntry]) -> None:
+    """Business metrics of the transitions just stored: steps left, compensations, outcomes."""
+    for before, now in pairwise(entries):
+        metrics.STEP_SECONDS.labels(before.step.value).observe((now.at - before.at).total_seconds())
+        if now.step is SagaStep.RELEASING_STOCK and before.step is not SagaStep.RELEASING_STOCK:
+            metrics.COMPENSATIONS.labels(now.reason or "").inc()
     if order.status in (OrderStatus.CONFIRMED, OrderStatus.CANCELLED):
         metrics.ORDERS.labels(order.status.value, order.reason or "").inc()
         metrics.SAGA_SECONDS_HISTOGRAM.labels(order.status.value).observe(
-            (now.at - order.created_at).total_seconds()
+            (order.history[-1].at - order.created_at).total_seconds()
         )
+
+
+class InFlight:
+    """The sagas this process started that it has not seen finish, up to a limit.
+
+    Another process may finish a saga this one started (replies go to whichever takes them), so
+    an entry is also forgotten once older than `horizon`: a process then under-counts for a while,
+    never blocks for good.
+    """
+
+    def __init__(self, limit: int, horizon: timedelta) -> None:
+        self.limit = limit
+        self.horizon = horizon
+        self._started: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def started(self, order_id: str, at: datetime) -> None:
+        with self._lock:
+            self._started[order_id] = at
+
+    def finished(self, order_id: str) -> None:
+        with self._lock:
+            self._started.pop(order_id, None)
+
+    def has_room(self, now: datetime) -> bool:
+        with self._lock:
+            if len(self._started) >= self.limit:
+                # Oldest first (dicts keep insertion order): forget what is past the horizon.
+                for order_id, at in list(self._started.items()):
+                    if now - at < self.horizon:
+                        break
+                    del self._started[order_id]
+            return len(self._started) < self.limit

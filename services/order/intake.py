@@ -1,9 +1,10 @@
-"""Validation of what upstream systems submit: a clear list of errors, never an exception escaping."""
+"""Decoding what upstream systems submit: a typed submission, or every problem found with it."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -11,29 +12,44 @@ from shared.contracts.base import ORDER_ID_PATTERN
 from shared.contracts.intake import OrderSubmission
 from shared.errors import InvalidMessage
 
-ACCEPTED_CONTENT_TYPES = frozenset({None, "", "application/json", "text/plain"})
+ACCEPTED_MEDIA_TYPES = frozenset({"", "application/json", "text/plain"})
 _MAX_ERRORS = 20
 
 
 class InvalidSubmission(InvalidMessage):
-    """A submission that fails validation; `order_id` is set when the id itself could be read."""
-
-    def __init__(self, errors: list[str], order_id: str | None) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
-        self.order_id = order_id
+    """A submission so broken that not even its order id can be read."""
 
 
-def parse_submission(body: bytes, content_type: str | None, max_bytes: int) -> OrderSubmission:
-    """Validate one intake message, or raise InvalidSubmission with every problem found."""
-    if content_type not in ACCEPTED_CONTENT_TYPES:
-        raise InvalidSubmission([f"unsupported content type {content_type!r}: send application/json"], None)
+@dataclass(frozen=True)
+class RejectedSubmission:
+    """A submission that fails validation but names a well-formed order id: recorded as rejected."""
+
+    order_id: str
+    errors: list[str]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.errors)
+
+
+Submission = OrderSubmission | RejectedSubmission
+
+
+def decode_submission(body: bytes, content_type: str | None, max_bytes: int) -> Submission:
+    """One intake message as a valid submission or a rejected one; InvalidSubmission if unreadable."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise InvalidSubmission(f"unsupported content type {content_type!r}: send application/json")
     if len(body) > max_bytes:
-        raise InvalidSubmission([f"message is {len(body)} bytes, more than the limit of {max_bytes}"], None)
+        raise InvalidSubmission(f"message is {len(body)} bytes, more than the limit of {max_bytes}")
     try:
         return OrderSubmission.model_validate_json(body)
     except ValidationError as e:
-        raise InvalidSubmission(_describe(e), _readable_order_id(body)) from e
+        errors = _describe(e)
+        order_id = _readable_order_id(body)
+        if order_id is None:
+            raise InvalidSubmission("; ".join(errors)) from e
+        return RejectedSubmission(order_id, errors)
 
 
 def _describe(error: ValidationError) -> list[str]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from services.order.domain import Customer, HistoryEntry, Line, Order, OrderStatus, SagaStep
+from shared.store import insert_new
 
 
 class OrderRepository:
@@ -19,7 +22,11 @@ class OrderRepository:
     new state. Inserts under a unique id are atomic on MongoDB and on FerretDB alike, so of two
     handlers racing to move the same order (a reply and a timeout, say) exactly one wins, even on a
     store whose conditional updates are not atomic. The winner then writes the order document; if
-    it dies in between, the next reader finds the claim ahead of the document and rolls it forward.
+    it dies in between, the next writer finds the claim taken, rolls the order forward to it
+    (`refresh`), and tries again from there.
+
+    Every method reads and writes many orders at once, by `_id`: a batch of replies costs a few
+    round trips, whatever its size and whatever the size of the collection.
     """
 
     def __init__(self, db: Database) -> None:
@@ -29,60 +36,98 @@ class OrderRepository:
     def ensure_indexes(self) -> None:
         self._orders.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
 
-    def add(self, order: Order) -> bool:
-        """Insert a new order; False if one with that id exists (the id is the idempotency key)."""
-        try:
-            self._orders.insert_one(_to_document(order))
-        except DuplicateKeyError:
-            return False
-        return True
+    def add(self, orders: list[Order]) -> set[str]:
+        """Insert new orders; returns the ids that existed already (an order id is its idempotency key)."""
+        return insert_new(self._orders, [_to_document(order) for order in orders])
 
     def get(self, order_id: str) -> Order | None:
-        document = self._orders.find_one({"_id": order_id})
-        return None if document is None else _from_document(document)
+        return self.get_many([order_id]).get(order_id)
 
-    def save(self, order: Order) -> bool:
-        """Write a transition of the order read at `order.version`; False if another one won it."""
-        state = _to_document(order)
-        state["version"] = order.version + 1
-        try:
-            self._transitions.insert_one(
-                {"_id": f"{order.order_id}:{order.version + 1}", "order_id": order.order_id, "state": state}
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        ids = sorted(set(order_ids))
+        if not ids:
+            return {}
+        return {
+            document["_id"]: _from_document(document) for document in self._orders.find({"_id": {"$in": ids}})
+        }
+
+    def save(self, orders: list[Order]) -> list[Order]:
+        """Write a transition of each order (read at `order.version`); returns those another
+        writer moved first, unchanged. The others are at their new version."""
+        if not orders:
+            return []
+        states = [{**_to_document(order), "version": order.version + 1} for order in orders]
+        claims = [
+            {"_id": _claim_id(order.order_id, state["version"]), "order_id": order.order_id, "state": state}
+            for order, state in zip(orders, states, strict=True)
+        ]
+        taken = insert_new(self._transitions, claims)
+        lost = {claim["order_id"] for claim in claims if claim["_id"] in taken}
+        won = [
+            (order, state) for order, state in zip(orders, states, strict=True) if order.order_id not in lost
+        ]
+        self._write([(state, order.version) for order, state in won])
+        for order, _ in won:
+            order.version += 1
+        return [order for order in orders if order.order_id in lost]
+
+    def refresh(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        """The orders as they are, each rolled forward to the last transition claimed for it (whose
+        writer may have died between claiming it and writing it)."""
+        orders = self.get_many(order_ids)
+        behind = dict(orders)
+        while behind:
+            claims = self._transitions.find(
+                {
+                    "_id": {
+                        "$in": [_claim_id(order_id, order.version + 1) for order_id, order in behind.items()]
+                    }
+                }
             )
-        except DuplicateKeyError:
-            return False
-        self._write(state, order.version)
-        order.version += 1
-        return True
-
-    def unfinished_transition(self, order: Order) -> Order | None:
-        """The state a claimed transition moves this order to, if its writer died before writing it."""
-        claim = self._transitions.find_one({"_id": f"{order.order_id}:{order.version + 1}"})
-        return None if claim is None else _from_document(claim["state"])
-
-    def finish_transition(self, order: Order) -> None:
-        """Write the state of a claimed transition (idempotent: the same state whoever writes it)."""
-        self._write(_to_document(order), order.version - 1)
+            ahead = {claim["order_id"]: _from_document(claim["state"]) for claim in claims}
+            if not ahead:
+                break
+            self._write([(_to_document(order), order.version - 1) for order in ahead.values()])
+            orders.update(ahead)
+            behind = ahead
+        return orders
 
     def pending(self, limit: int = 0) -> list[Order]:
-        """Pending orders (all of them unless limited), the most overdue first."""
+        """Pending orders (all of them unless limited), the most overdue first. A scan: for rare use."""
         cursor = self._orders.find({"status": "pending"}).sort("deadline", ASCENDING).limit(limit)
         return [_from_document(document) for document in cursor]
 
     def count_pending(self) -> int:
+        """A scan: for the sweep and operators, never per message."""
         return self._orders.count_documents({"status": "pending"})
 
-    def overdue(self, now: datetime, limit: int = 500) -> list[Order]:
+    def overdue(self, before: datetime, limit: int = 500) -> list[Order]:
+        """Pending orders whose deadline passed before `before`. A scan: for the sweep and operators."""
         cursor = (
-            self._orders.find({"status": "pending", "deadline": {"$lte": now}})
+            self._orders.find({"status": "pending", "deadline": {"$lte": before}})
             .sort("deadline", ASCENDING)
             .limit(limit)
         )
         return [_from_document(document) for document in cursor]
 
-    def _write(self, state: dict[str, Any], previous_version: int) -> None:
-        fields = {key: value for key, value in state.items() if key != "_id"}
-        self._orders.update_one({"_id": state["_id"], "version": previous_version}, {"$set": fields})
+    def _write(self, states: list[tuple[dict[str, Any], int]]) -> None:
+        """Write each state over the document still at the previous version (only the winner of
+        the transition's claim writes it, and writing the same state twice changes nothing)."""
+        if states:
+            self._orders.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": state["_id"], "version": previous},
+                        {"$set": {key: value for key, value in state.items() if key != "_id"}},
+                    )
+                    for state, previous in states
+                ],
+                ordered=False,
+            )
+
+
+def _claim_id(order_id: str, version: int) -> str:
+    return f"{order_id}:{version}"
 
 
 def _to_document(order: Order) -> dict[str, Any]:
@@ -113,6 +158,8 @@ def _to_document(order: Order) -> dict[str, Any]:
         "step_timeout_seconds": order.step_timeout.total_seconds(),
         "deadline": order.deadline,
         "refund_required": order.refund_required,
+        "awaiting": order.awaiting,
+        "refused": order.refused,
         "version": order.version,
     }
 
@@ -145,5 +192,80 @@ def _from_document(document: dict[str, Any]) -> Order:
         step_timeout=timedelta(seconds=document.get("step_timeout_seconds", 30)),
         deadline=document.get("deadline"),
         refund_required=document.get("refund_required", False),
+        awaiting=document.get("awaiting", _awaiting_before_partitions(document)),
+        refused=document.get("refused", []),
         version=document.get("version", 0),
     )
+
+
+def _awaiting_before_partitions(document: dict[str, Any]) -> list[int]:
+    """Orders stored before stock was partitioned wait, while pending, on the one partition."""
+    return [0] if document.get("status") == "pending" and document.get("step") != "charging_payment" else []
+
+
+class RecentOrders:
+    """The orders this process read or wrote last, kept in memory in front of the repository.
+
+    A reply for an order this process moved on a moment ago costs no read. A stale copy (another
+    process moved the order since) is safe: the transition made from it claims a version that is
+    taken, `save` reports the order lost, and the handler reads it afresh (`refresh`).
+    """
+
+    def __init__(self, repository: OrderRepository, capacity: int = 10_000) -> None:
+        self.repository = repository
+        self.capacity = capacity
+        self._orders: OrderedDict[str, Order] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def ensure_indexes(self) -> None:
+        self.repository.ensure_indexes()
+
+    def add(self, orders: list[Order]) -> set[str]:
+        existed = self.repository.add(orders)
+        self._keep([order for order in orders if order.order_id not in existed])
+        return existed
+
+    def get(self, order_id: str) -> Order | None:
+        return self.get_many([order_id]).get(order_id)
+
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        wanted = set(order_ids)
+        with self._lock:
+            found = {i: self._orders[i].copy() for i in wanted if i in self._orders}
+        missing = wanted - found.keys()
+        if missing:
+            loaded = self.repository.get_many(missing)
+            self._keep(loaded.values())
+            found.update(loaded)
+        return found
+
+    def refresh(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        orders = self.repository.refresh(order_ids)
+        self._keep(orders.values())
+        return orders
+
+    def save(self, orders: list[Order]) -> list[Order]:
+        lost = self.repository.save(orders)
+        lost_ids = {order.order_id for order in lost}
+        with self._lock:
+            for order_id in lost_ids:
+                self._orders.pop(order_id, None)
+        self._keep([order for order in orders if order.order_id not in lost_ids])
+        return lost
+
+    def pending(self, limit: int = 0) -> list[Order]:
+        return self.repository.pending(limit)
+
+    def count_pending(self) -> int:
+        return self.repository.count_pending()
+
+    def overdue(self, before: datetime, limit: int = 500) -> list[Order]:
+        return self.repository.overdue(before, limit)
+
+    def _keep(self, orders: Iterable[Order]) -> None:
+        with self._lock:
+            for order in orders:
+                self._orders[order.order_id] = order.copy()
+                self._orders.move_to_end(order.order_id)
+            while len(self._orders) > self.capacity:
+                self._orders.popitem(last=False)

@@ -1,4 +1,4 @@
-"""Wire the payment worker: its database, one gateway adapter per payment method, the saga bus."""
+"""Wire the payment worker: its database, one gateway adapter per payment method, its actors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from services.payment.handlers import PaymentHandlers
 from services.payment.store import PaymentRepository
 from shared import store
 from shared.contracts.intake import PaymentMethod
-from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.messaging import topology
+from shared.messaging.transport import Transport
 from shared.runtime import WorkerApp
 from shared.settings import Settings
 
@@ -18,14 +19,15 @@ def bootstrap(settings: Settings) -> WorkerApp:
     # The simulated providers keep their ledger apart from the payment worker's own database.
     ledger = client[f"{settings.db_prefix}_simulated_gateway"]
     gateways = {method.value: SimulatedGateway(method.value, ledger) for method in PaymentMethod}
-    broker = SagaBroker(settings)
-    bus = SagaBus(broker)
+    transport = Transport(settings)
     handlers = PaymentHandlers(
         PaymentRepository(store.database(client, settings, "payment")),
         gateways,
-        bus,
+        transport.outbox,
         attempts=settings.payment_attempts,
         backoff_seconds=settings.min_backoff_ms / 1000,
     )
-    register_actors(bus, handlers)
-    return WorkerApp("payment", settings, broker, closers=[client.close])
+    register_actors(transport.bus, handlers)
+    return WorkerApp(
+        "payment", settings, transport, saga_queues=[topology.PAYMENT_QUEUE], closers=[client.close]
+    )

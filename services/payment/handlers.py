@@ -13,8 +13,9 @@ from services.payment.store import PaymentRepository
 from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id, utcnow
-from shared.errors import PermanentError, TransientError
-from shared.messaging.ports import CommandSender
+from shared.errors import TransientError
+from shared.logs import message_context
+from shared.messaging.ports import Batch, CommandSender
 
 log = logging.getLogger(__name__)
 
@@ -43,34 +44,47 @@ class PaymentHandlers:
         self.clock = clock
         self.sleep = sleep
 
-    def charge_payment(self, command: saga.ChargePayment) -> None:
-        """Charge through the method's gateway; a redelivered command gets the first outcome again."""
-        gateway = self.gateways.get(command.method)
-        if gateway is None:
-            raise PermanentError(f"no gateway for payment method {command.method!r}")
-        payment = Payment(
-            order_id=command.order_id,
-            method=command.method,
-            amount=command.amount,
-            currency=command.currency,
-            status=PaymentStatus.CHARGING,
-            created_at=self.clock(),
-        )
-        if not self.payments.claim(payment):
-            payment = self.payments.get(command.order_id) or payment
-        if payment.status is PaymentStatus.CHARGING:
-            # Also after a crash mid-charge: the gateway's idempotency key makes asking again safe.
-            self._charge(payment, gateway, command.token)
-            if self.payments.settle(payment):
+    def charge_payment(self, batch: Batch[saga.ChargePayment]) -> None:
+        """Charge each order through its method's gateway, once; a redelivered command gets the
+        first outcome again."""
+        commands: dict[str, saga.ChargePayment] = {}
+        for command in batch:
+            if command.method not in self.gateways:
+                batch.reject(command, f"no gateway for payment method {command.method!r}")
+            else:
+                commands.setdefault(command.order_id, command)
+        claims = {
+            order_id: Payment(
+                order_id=order_id,
+                method=command.method,
+                amount=command.amount,
+                currency=command.currency,
+                status=PaymentStatus.CHARGING,
+                created_at=self.clock(),
+            )
+            for order_id, command in commands.items()
+        }
+        taken = self.payments.claim(claims.values())
+        payments = {**claims, **self.payments.get_many(taken)}
+        # Still charging: ours, or one a crash interrupted (the gateway's idempotency key makes
+        # asking again safe).
+        charging = [payment for payment in payments.values() if payment.status is PaymentStatus.CHARGING]
+        for payment in charging:
+            with message_context(message_id=commands[payment.order_id].message_id, order_id=payment.order_id):
+                self._charge(payment, self.gateways[payment.method], commands[payment.order_id].token)
+        if self.payments.settle(charging):
+            for payment in charging:
                 log.info("payment of %s: %s", payment.order_id, payment.status)
                 metrics.PAYMENTS.labels(payment.method, payment.status.value).inc()
                 if payment.status is PaymentStatus.CAPTURED:
                     metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.amount)
-            else:
-                payment = self.payments.get(command.order_id) or payment
-        reply = _charge_reply(payment)
-        if reply is not None:
-            self.replies.send(reply)
+        else:
+            # A concurrent duplicate settled some first: say what is stored.
+            payments.update(self.payments.get_many(payment.order_id for payment in charging))
+        for order_id in commands:
+            reply = _charge_reply(payments[order_id])
+            if reply is not None:
+                self.replies.send(reply)
 
     def _charge(self, payment: Payment, gateway: PaymentGateway, token: str) -> None:
         for attempt in range(1, self.attempts + 1):
@@ -100,8 +114,13 @@ class PaymentHandlers:
                 payment.decline(result.decline_reason or "declined")
             return
 
-    def refund_payment(self, command: saga.RefundPayment) -> None:
-        """Refund a captured charge; with nothing charged, void the payment so no charge can follow."""
+    def refund_payment(self, batch: Batch[saga.RefundPayment]) -> None:
+        """Refund captured charges; with nothing charged, void the payment so no charge can follow."""
+        for command in batch:
+            with message_context(message_id=command.message_id, order_id=command.order_id):
+                self._refund(command)
+
+    def _refund(self, command: saga.RefundPayment) -> None:
         voided = Payment(
             order_id=command.order_id,
             method="none",
@@ -110,7 +129,7 @@ class PaymentHandlers:
             status=PaymentStatus.VOIDED,
             created_at=self.clock(),
         )
-        payment = voided if self.payments.claim(voided) else self.payments.get(command.order_id)
+        payment = self.payments.get(command.order_id) if self.payments.claim([voided]) else voided
         assert payment is not None
         if payment.status is PaymentStatus.CHARGING:
             raise ChargeInProgress(f"the charge of {command.order_id} is not settled yet; refund after it is")

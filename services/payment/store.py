@@ -2,43 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from services.payment.domain import Payment, PaymentStatus
+from shared.store import insert_new
 
 
 class PaymentRepository:
     def __init__(self, db: Database) -> None:
         self._payments = db["payments"]
 
-    def claim(self, payment: Payment) -> bool:
-        """Insert the order's payment; False if it has one already (an insert under a unique id is atomic)."""
-        try:
-            self._payments.insert_one({"_id": payment.order_id, **_fields(payment)})
-        except DuplicateKeyError:
-            return False
-        return True
+    def claim(self, payments: Iterable[Payment]) -> set[str]:
+        """Insert each order's payment unless it has one; returns the order ids that had one (an
+        insert under a unique id is atomic, so two workers cannot both claim a charge)."""
+        return insert_new(
+            self._payments, [{"_id": payment.order_id, **_fields(payment)} for payment in payments]
+        )
 
     def get(self, order_id: str) -> Payment | None:
-        document = self._payments.find_one({"_id": order_id})
-        if document is None:
-            return None
-        document = dict(document)
-        return Payment(order_id=document.pop("_id"), status=PaymentStatus(document.pop("status")), **document)
+        return self.get_many([order_id]).get(order_id)
+
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
+        ids = sorted(set(order_ids))
+        if not ids:
+            return {}
+        return {
+            document["_id"]: _payment(document) for document in self._payments.find({"_id": {"$in": ids}})
+        }
 
     def save(self, payment: Payment) -> None:
         self._payments.update_one({"_id": payment.order_id}, {"$set": _fields(payment)})
 
-    def settle(self, payment: Payment) -> bool:
-        """Write the outcome of a charge if the payment is still being charged; False if a
-        concurrent duplicate settled it first (it then says the same, or was refunded since)."""
-        result = self._payments.update_one(
-            {"_id": payment.order_id, "status": PaymentStatus.CHARGING.value}, {"$set": _fields(payment)}
+    def settle(self, payments: list[Payment]) -> bool:
+        """Write the outcome of charges whose payments are still being charged; False if a
+        concurrent duplicate settled one of them first (it then says the same, or was refunded)."""
+        if not payments:
+            return True
+        result = self._payments.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": payment.order_id, "status": PaymentStatus.CHARGING.value},
+                    {"$set": _fields(payment)},
+                )
+                for payment in payments
+            ],
+            ordered=False,
         )
-        return bool(result.modified_count)
+        return result.modified_count == len(payments)
+
+
+def _payment(document: dict[str, Any]) -> Payment:
+    fields = dict(document)
+    return Payment(order_id=fields.pop("_id"), status=PaymentStatus(fields.pop("status")), **fields)
 
 
 def _fields(payment: Payment) -> dict[str, Any]:

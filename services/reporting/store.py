@@ -7,13 +7,11 @@ inserting one twice is a no-op. That makes the model exact under redelivery and 
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-DUPLICATE_KEY = 11000
+from shared.store import insert_new
 
 
 class SalesFacts:
@@ -26,18 +24,11 @@ class SalesFacts:
         self._outcomes.create_index("order_id")
         self._lines.create_index("sku")
 
-    def record_outcome(self, outcome: dict[str, Any]) -> None:
-        with contextlib.suppress(DuplicateKeyError):
-            self._outcomes.insert_one(outcome)
+    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
+        insert_new(self._outcomes, outcomes)
 
     def record_lines(self, lines: list[dict[str, Any]]) -> None:
-        if not lines:
-            return
-        try:
-            self._lines.insert_many(lines, ordered=False)
-        except BulkWriteError as e:
-            if any(error["code"] != DUPLICATE_KEY for error in e.details.get("writeErrors", [])):
-                raise
+        insert_new(self._lines, lines)
 
     def statuses_of(self, order_ids: list[str]) -> dict[str, set[str]]:
         """The statuses recorded so far for each of these orders."""

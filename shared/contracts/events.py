@@ -6,11 +6,12 @@ Money is a decimal string here, as at every public edge.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.contracts.base import new_id, utcnow
+from shared.errors import InvalidMessage
 
 
 class Event(BaseModel):
@@ -69,3 +70,19 @@ class LowStock(Event):
     name: str
     available: int
     threshold: int
+
+
+PublicEvent = Annotated[OrderStatusChanged | LowStock, Field(discriminator="type")]
+_PUBLIC_EVENT: TypeAdapter[OrderStatusChanged | LowStock] = TypeAdapter(PublicEvent)
+
+
+def decode_event(body: bytes) -> OrderStatusChanged | LowStock:
+    """An event as published on `orderflow.events`; InvalidMessage if it is not one."""
+    try:
+        return _PUBLIC_EVENT.validate_json(body)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in problem['loc']) or '(event)'}: {problem['msg']}"
+            for problem in e.errors(include_url=False, include_input=False)[:10]
+        )
+        raise InvalidMessage(f"not a valid event: {problems}") from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
@@ -10,6 +11,14 @@ from shared.contracts.base import ORDER_ID_PATTERN, SKU_PATTERN
 
 MAX_LINES = 100
 MAX_UNITS_PER_SKU = 10_000
+
+
+def units_per_sku(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Lines of the same SKU added up: an order holds each SKU once, in the order first named."""
+    units: dict[str, int] = {}
+    for sku, quantity in lines:
+        units[sku] = units.get(sku, 0) + quantity
+    return units
 
 
 class PaymentMethod(StrEnum):
@@ -50,9 +59,7 @@ class OrderSubmission(_Strict):
 
     @model_validator(mode="after")
     def _units_per_sku(self) -> OrderSubmission:
-        totals: dict[str, int] = {}
-        for item in self.items:
-            totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+        totals = units_per_sku((item.sku, item.quantity) for item in self.items)
         too_many = sorted(sku for sku, units in totals.items() if units > MAX_UNITS_PER_SKU)
         if too_many:
             raise ValueError(f"more than {MAX_UNITS_PER_SKU} units in total of {', '.join(too_many)}")

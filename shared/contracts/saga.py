@@ -1,12 +1,13 @@
 """Commands and replies of the order saga, carried by dramatiq between order, inventory and payment.
 
 Commands are imperatives (`ReserveStock`), replies are facts in the past tense (`StockReserved`).
-Amounts are integer minor units.
+Amounts are integer minor units. Stock is partitioned by SKU: every stock command names the
+inventory partition that owns its SKUs, and a reply names the partition it comes from.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,24 +26,37 @@ class PricedLine(StockLine):
     line_total: MinorUnits
 
 
+Partition = Annotated[int, Field(ge=0)]
+
+
 # Inventory commands ---------------------------------------------------------------------------
 
 
 class ReserveStock(OrderMessage):
+    """Hold every line, or none of them (all the lines are in one partition)."""
+
+    partition: Partition = 0
     lines: list[StockLine] = Field(min_length=1)
 
 
 class ReleaseStock(OrderMessage):
-    """Compensation: give back whatever the order holds (nothing, if it holds nothing)."""
+    """Compensation: give back whatever the order holds of these SKUs (nothing, if it holds nothing)."""
+
+    partition: Partition = 0
+    skus: list[Sku] = Field(default_factory=list)
 
 
 class CommitStock(OrderMessage):
-    """The order is confirmed: its reserved units are sold."""
+    """The order is confirmed: the units it holds of these SKUs are sold."""
+
+    partition: Partition = 0
+    skus: list[Sku] = Field(default_factory=list)
 
 
 class SetStock(Message):
     """Create or overwrite a catalog entry: name, price and available units."""
 
+    partition: Partition = 0
     sku: Sku
     quantity: int = Field(ge=0)
     price: MinorUnits
@@ -51,25 +65,44 @@ class SetStock(Message):
 
 
 class Restock(Message):
+    partition: Partition = 0
     sku: Sku
     quantity: int = Field(ge=1)
+
+
+STOCK_COMMANDS = (ReserveStock, ReleaseStock, CommitStock, SetStock, Restock)
+StockCommand = ReserveStock | ReleaseStock | CommitStock | SetStock | Restock
 
 
 # Inventory replies ----------------------------------------------------------------------------
 
 
 class StockReserved(OrderMessage):
+    partition: Partition = 0
     lines: list[PricedLine]
     total: MinorUnits
 
 
 class StockReservationFailed(OrderMessage):
+    partition: Partition = 0
     reason: Literal["out_of_stock", "unknown_sku"]
     skus: list[str]
 
 
 class StockReleased(OrderMessage):
-    pass
+    partition: Partition = 0
+
+
+# The order's own timer ------------------------------------------------------------------------
+
+
+class StepDeadline(OrderMessage):
+    """Sent by the order worker to itself, delayed by the step timeout: is the saga still waiting?"""
+
+    # The order's version when the timer was set: a timer is about the step it was set in.
+    version: int = Field(ge=0)
+    # Set again because the step's command may have been in a consumer's hands: no more of those.
+    extended: bool = False
 
 
 # Payment commands and replies -----------------------------------------------------------------

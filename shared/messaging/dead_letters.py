@@ -1,10 +1,10 @@
 """The dead-letter queues: what went there and why, and putting messages back once fixed.
 
-Two kinds exist. Queues consumed with kombu dead-letter to `<queue>.dlq`, keeping the original
-body and headers, with the reason in `x-orderflow-reason`. dramatiq's queues dead-letter to
-`<queue>.XQ`: the body is the dramatiq message, the reason in its options. Replaying sends a
-message back to its queue with a confirmed publish before removing it from the dead letters, so a
-replay interrupted half-way leaves a duplicate, never a loss, and the handlers drop duplicates.
+Every consumed queue dead-letters to `<queue>.dlq` (shared/messaging/delivery.py): the message as
+it came (for a saga queue, a dramatiq message carrying the one saga message that failed), with the
+reason in `x-orderflow-reason`. Replaying publishes a message back to its queue, confirmed,
+before removing it from the dead letters, so a replay interrupted half-way leaves a duplicate,
+never a loss, and the handlers drop duplicates.
 """
 
 from __future__ import annotations
@@ -15,50 +15,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kombu import Connection, Producer, Queue
+from kombu import Connection, Queue
 
 from shared.messaging import topology
-
-DEAD_LETTER_ID_HEADER = "x-orderflow-dead-letter-id"
-_OURS = "x-orderflow-"
-_DRAMATIQ_FAILURE_OPTIONS = (
-    "retries",
-    "traceback",
-    "dead_letter_reason",
-    "dead_lettered_at",
-    "requeue_timestamp",
-    "eta",
+from shared.messaging.delivery import (
+    DEAD_LETTER_ID_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    HEADER_PREFIX,
+    REASON_HEADER,
+    SOURCE_QUEUE_HEADER,
 )
-
-# Dead-letter queue -> the queue its messages came from.
-DEAD_LETTER_QUEUES = {
-    **{
-        topology.dead_letter_queue(queue): queue
-        for queue in (
-            topology.ORDER_INTAKE_QUEUE,
-            topology.NOTIFICATION_EVENTS_QUEUE,
-            topology.REPORTING_EVENTS_QUEUE,
-        )
-    },
-    **{
-        f"{queue}.XQ": queue
-        for queue in (topology.ORDER_SAGA_QUEUE, topology.INVENTORY_QUEUE, topology.PAYMENT_QUEUE)
-    },
-}
+from shared.messaging.publisher import Outgoing, Publisher
+from shared.messaging.saga_bus import DEAD_LETTER_REASON_OPTION, RETRIES_OPTION
 
 
 class UnknownQueue(ValueError):
     pass
 
 
-def resolve(name: str) -> str:
+def dead_letter_queues(partitions: int) -> dict[str, str]:
+    """Dead-letter queue -> the queue its messages came from."""
+    return {
+        topology.dead_letter_queue(queue): queue
+        for queue in topology.Topology(partitions=partitions).consumed_queues
+    }
+
+
+def resolve(name: str, partitions: int) -> str:
     """The dead-letter queue meant by `name`: itself, or the dead-letter queue of a source queue."""
-    if name in DEAD_LETTER_QUEUES:
+    queues = dead_letter_queues(partitions)
+    if name in queues:
         return name
-    for dead, source in DEAD_LETTER_QUEUES.items():
+    for dead, source in queues.items():
         if source == name:
             return dead
-    raise UnknownQueue(f"no dead-letter queue for {name!r}; known: {', '.join(sorted(DEAD_LETTER_QUEUES))}")
+    raise UnknownQueue(f"no dead-letter queue for {name!r}; known: {', '.join(sorted(queues))}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +63,10 @@ class DeadLetter:
     content_type: str | None
     headers: dict[str, Any]
 
+    @property
+    def is_saga_message(self) -> bool:
+        return not self.source.startswith(tuple(queue.name for queue in topology.PUBLIC_QUEUES))
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -83,14 +78,33 @@ class DeadLetter:
             "headers": {k: str(v) for k, v in self.headers.items()},
         }
 
+    def original(self) -> Outgoing:
+        """The message as it was before it failed: our bookkeeping removed, attempts counted afresh."""
+        headers = {
+            k: v for k, v in self.headers.items() if not k.startswith(HEADER_PREFIX) and k != "x-death"
+        }
+        body = self.body
+        if self.is_saga_message:
+            body = _without_failure_options(self.body)
+        return Outgoing(
+            "",
+            self.source,
+            body,
+            content_type=self.content_type,
+            content_encoding=None if self.content_type is None else "utf-8",
+            headers=headers,
+        )
+
 
 class DeadLetterOffice:
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, publisher: Publisher, partitions: int) -> None:
         self.connection = connection
+        self.publisher = publisher
+        self.queues = dead_letter_queues(partitions)
 
     def counts(self) -> dict[str, int]:
         counts = {}
-        for queue in DEAD_LETTER_QUEUES:
+        for queue in self.queues:
             with self.connection.channel() as channel:
                 try:
                     counts[queue] = channel.queue_declare(queue=queue, passive=True).message_count
@@ -106,21 +120,10 @@ class DeadLetterOffice:
     def replay(self, queue: str, ids: set[str] | None = None) -> list[str]:
         """Send the named messages (all, if `ids` is None) back to their queue; returns their ids."""
         replayed = []
-        with self._taken(queue, limit=100_000) as taken, self.connection.channel() as channel:
-            producer = Producer(channel)
-            for letter, message in taken:
-                if ids is not None and letter.id not in ids:
-                    continue
-                body, headers = _original(letter)
-                producer.publish(
-                    body,
-                    exchange="",
-                    routing_key=letter.source,
-                    content_type=letter.content_type or "application/octet-stream",
-                    content_encoding="binary",
-                    delivery_mode=2,
-                    headers=headers,
-                )
+        with self._taken(queue, limit=100_000) as taken:
+            chosen = [(letter, message) for letter, message in taken if ids is None or letter.id in ids]
+            self.publisher.publish([letter.original() for letter, _ in chosen])
+            for letter, message in chosen:
                 message.ack()
                 replayed.append(letter.id)
         return replayed
@@ -139,49 +142,35 @@ class DeadLetterOffice:
             taken: list[tuple[DeadLetter, Any]] = []
             try:
                 while len(taken) < limit and (message := bound.get(no_ack=False)) is not None:
-                    taken.append((_letter(queue, message), message))
+                    taken.append((self._letter(queue, message), message))
             except self.connection.channel_errors:
                 pass  # the queue does not exist yet: nothing was ever dead-lettered there
             yield taken
 
-
-def _letter(queue: str, message: Any) -> DeadLetter:
-    headers = dict(message.headers or {})
-    source = DEAD_LETTER_QUEUES[queue]
-    if queue.endswith(".XQ"):
-        decoded = json.loads(message.body)
-        options = decoded.get("options", {})
-        traceback = (options.get("traceback") or "").strip().splitlines()
-        reason = options.get("dead_letter_reason") or (traceback[-1] if traceback else "retries exhausted")
+    def _letter(self, queue: str, message: Any) -> DeadLetter:
+        headers = dict(message.headers or {})
         return DeadLetter(
-            id=decoded.get("message_id", "?"),
+            id=str(headers.get(DEAD_LETTER_ID_HEADER, message.delivery_tag)),
             queue=queue,
-            source=decoded.get("queue_name", source),
-            reason=reason,
-            dead_lettered_at=options.get("dead_lettered_at"),
-            body=message.body,
-            content_type="application/json",
+            source=str(headers.get(SOURCE_QUEUE_HEADER, self.queues[queue])),
+            # A message RabbitMQ dead-lettered itself (one dramatiq could not decode) has no reason.
+            reason=str(headers.get(REASON_HEADER, "rejected by its consumer")),
+            dead_lettered_at=headers.get(DEAD_LETTERED_AT_HEADER),
+            # kombu hands over a body it could decode as text.
+            body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
+            content_type=message.properties.get("content_type"),
             headers=headers,
         )
-    return DeadLetter(
-        id=str(headers.get(DEAD_LETTER_ID_HEADER, message.delivery_tag)),
-        queue=queue,
-        source=str(headers.get("x-orderflow-queue", source)),
-        reason=str(headers.get("x-orderflow-reason", "")),
-        dead_lettered_at=headers.get("x-orderflow-dead-lettered-at"),
-        body=message.body,
-        content_type=message.content_type,
-        headers=headers,
-    )
 
 
-def _original(letter: DeadLetter) -> tuple[bytes, dict[str, Any]]:
-    """The message as it was before it failed: our bookkeeping removed, attempts counted afresh."""
-    headers = {k: v for k, v in letter.headers.items() if not k.startswith(_OURS)}
-    if not letter.queue.endswith(".XQ"):
-        return letter.body, headers
-    decoded = json.loads(letter.body)
+def _without_failure_options(body: bytes) -> bytes:
+    """A dramatiq message's body with its retry count and failure reason removed (as it was)."""
+    try:
+        decoded = json.loads(body)
+        options = decoded["options"]
+    except (ValueError, TypeError, KeyError):
+        return body  # not a dramatiq message: it goes back as it came
     decoded["options"] = {
-        k: v for k, v in decoded.get("options", {}).items() if k not in _DRAMATIQ_FAILURE_OPTIONS
+        k: v for k, v in options.items() if k not in (RETRIES_OPTION, DEAD_LETTER_REASON_OPTION)
     }
-    return json.dumps(decoded, separators=(",", ":")).encode(), headers
+    return json.dumps(decoded, separators=(",", ":")).encode()

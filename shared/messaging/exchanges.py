@@ -1,251 +1,198 @@
-"""The public exchanges over kombu: publishing with confirms, and consuming with bounded retries.
+"""The entry points of the public queues: kombu consumers that take batches and decode them.
 
-A consumed message is acked only after its handler returned, or after it was dead-lettered or
-re-queued for another attempt by a confirmed publish. Invalid and poison messages go to the
-queue's `.dlq` with the reason in the `x-orderflow-reason` header and the original body.
+A consumer takes every message RabbitMQ has already delivered to it, up to a batch, without
+waiting for more: one message alone is handled at once, and a burst is handled a batch at a time.
+Each message is decoded here, at the edge; the handler gets typed messages, and failures follow
+the delivery policy every consumer shares (shared/messaging/delivery.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
-from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
-from kombu.mixins import ConsumerMixin
-from kombu.pools import producers
+from kombu import Connection, Consumer, Queue
 
-from shared import metrics
-from shared.contracts.base import new_id
-from shared.contracts.events import Event
-from shared.errors import PermanentError
+from shared.errors import InvalidMessage
 from shared.messaging import topology
-from shared.settings import Settings
+from shared.messaging.delivery import (
+    ATTEMPTS_HEADER,
+    DeliveryPolicy,
+    Received,
+    attempt_of,
+    dead_letter_headers,
+)
+from shared.messaging.ports import Batch
+from shared.messaging.publisher import Outgoing, PublishFailed
 
 log = logging.getLogger(__name__)
 
-INTAKE = Exchange(topology.INTAKE_EXCHANGE, type="topic", durable=True)
-EVENTS = Exchange(topology.EVENTS_EXCHANGE, type="topic", durable=True)
+M = TypeVar("M")
 
-REASON_HEADER = "x-orderflow-reason"
-ATTEMPTS_HEADER = "x-orderflow-attempts"
-
-_RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
-
-
-def connect(amqp_url: str) -> Connection:
-    """A lazy kombu connection whose publishes wait for the broker's confirm."""
-    return Connection(amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
+# Properties of a message that are the sender's alone: a message sent on again drops them.
+_NOT_CARRIED_OVER = frozenset({"application_headers", "delivery_mode", "expiration", "user_id"})
+# How long to wait for more messages already on their way before handling what has arrived.
+_GATHER_SECONDS = 0.001
+# How long a consumer whose admission is closed waits before asking again.
+_ADMISSION_PAUSE_SECONDS = 0.05
 
 
-def bound_queue(name: str, exchange: Exchange, routing_keys: list[str]) -> Queue:
-    """A durable queue bound to `exchange` with each routing key."""
-
-    return Queue(name, bindings=[binding(exchange, routing_key=key) for key in routing_keys], durable=True)
-
-
-class EventPublisher:
-    """Publishes public events, persistent and confirmed; safe to share between threads."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-
-    def publish(self, event: Event) -> None:
-        self.publish_raw(
-            EVENTS,
-            event.routing_key,
-            event.model_dump_json().encode(),
-            message_id=event.event_id,
-        )
-
-    def publish_raw(
-        self,
-        exchange: Exchange,
-        routing_key: str,
-        body: bytes,
-        *,
-        content_type: str = "application/json",
-        message_id: str | None = None,
-    ) -> None:
-        with producers[self._connection].acquire(block=True, timeout=30) as producer:
-            producer.publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                content_type=content_type,
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=message_id,
-                declare=[exchange],
-                retry=True,
-                retry_policy=_RETRY_POLICY,
-            )
-
-
-@dataclass(frozen=True)
-class Delivery:
+class InboundMessage:
     """A message as consumed from a public queue, before any decoding."""
 
-    body: bytes
-    content_type: str | None
-    routing_key: str
-    headers: dict[str, Any]
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self.body: bytes = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        self.content_type: str | None = message.properties.get("content_type")
+        self.headers: dict[str, Any] = dict(message.headers or {})
+        self.routing_key: str = message.delivery_info.get("routing_key", "")
 
     @property
     def attempt(self) -> int:
         """1 for a first delivery; the header is ours, but anyone may have set it."""
-        try:
-            return max(0, int(self.headers.get(ATTEMPTS_HEADER, 0))) + 1
-        except (TypeError, ValueError):
-            return 1
+        return attempt_of(self.headers.get(ATTEMPTS_HEADER))
+
+    def send_on(self, exchange: str, routing_key: str, headers: dict[str, Any]) -> Outgoing:
+        """This message, body and properties as they came, with `headers` added."""
+        properties = {
+            key: value for key, value in self.message.properties.items() if key not in _NOT_CARRIED_OVER
+        }
+        return Outgoing(
+            exchange,
+            routing_key,
+            self.body,
+            content_type=properties.pop("content_type", None),
+            content_encoding=properties.pop("content_encoding", None),
+            headers={**self.headers, **headers},
+            properties=properties,
+        )
 
 
-Handler = Callable[[Delivery], None]
+Decoder = Callable[[InboundMessage], M]
 
 
-class QueueConsumer(ConsumerMixin):
-    """Consumes one durable queue, reconnecting with backoff when the broker goes away."""
+class _QueueSource:
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    def retry(self, received: Sequence[Received[Any]], attempt: int, delay_ms: int) -> list[Outgoing]:
+        return [
+            item.raw.send_on(topology.delay_exchange(delay_ms), self.queue, {ATTEMPTS_HEADER: attempt})
+            for item in received
+        ]
+
+    def dead_letter(self, received: Received[Any], reason: str) -> Outgoing:
+        inbound: InboundMessage = received.raw
+        return inbound.send_on(
+            "",
+            topology.dead_letter_queue(self.queue),
+            dead_letter_headers(self.queue, inbound.routing_key, reason),
+        )
+
+
+class QueueConsumer(Generic[M]):
+    """Consumes one durable queue in batches, reconnecting with backoff when the broker goes away."""
 
     def __init__(
         self,
-        connection: Connection,
+        amqp_url: str,
         queue: Queue,
-        handler: Handler,
+        decode: Decoder[M],
+        handle: Callable[[Batch[M]], None],
+        policy: DeliveryPolicy,
         *,
-        prefetch: int = 10,
-        max_attempts: int = 6,
-        min_backoff_seconds: float = 0.2,
-        max_backoff_seconds: float = 5.0,
+        batch_size: int,
+        admit: Callable[[], bool] | None = None,
     ) -> None:
-        self.connection = connection
+        self.amqp_url = amqp_url
+        self.admit = admit
         self.queue = queue
-        self.dead_letters = Queue(topology.dead_letter_queue(queue.name), durable=True)
-        self.handler = handler
-        self.prefetch = prefetch
-        self.max_attempts = max_attempts
-        self.min_backoff_seconds = min_backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
-        self._producer: Producer | None = None
+        self.decode = decode
+        self.handle = handle
+        self.policy = policy
+        self.batch_size = batch_size
+        self.handler_name = getattr(handle, "__name__", "handler")
+        self.source = _QueueSource(queue.name)
+        self.stopping = threading.Event()
 
-    def get_consumers(self, consumer_type: Callable[..., Consumer], channel: Any) -> list[Consumer]:
-        self.dead_letters.bind(channel).declare()
-        self._producer = Producer(channel)
-        return [consumer_type(queues=[self.queue], on_message=self._on_message, prefetch_count=self.prefetch)]
+    def stop(self) -> None:
+        self.stopping.set()
 
-    def on_connection_error(self, exc: Exception, interval: float) -> None:
-        log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, interval)
+    def run(self) -> None:
+        """Consume until stopped: the batch in hand finishes, prefetched messages are requeued."""
+        backoff = 0.5
+        while not self.stopping.is_set():
+            connection = Connection(self.amqp_url, heartbeat=30)
+            lost = (
+                OSError,
+                PublishFailed,
+                *connection.recoverable_connection_errors,
+                *connection.channel_errors,
+            )
+            try:
+                with connection:
+                    self._consume(connection)
+                backoff = 0.5
+            except lost as e:
+                log.warning("consumer of %s: %r; reconnecting in %.1f s", self.queue.name, e, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
 
-    def _on_message(self, message: Any) -> None:
-        delivery = Delivery(
-            body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
-            content_type=message.content_type,
-            routing_key=message.delivery_info.get("routing_key", ""),
-            headers=dict(message.headers or {}),
-        )
-        started = time.perf_counter()
-        outcome = "succeeded"
+    def _consume(self, connection: Connection) -> None:
+        arrived: list[Any] = []
+        with connection.channel() as channel:
+            channel.basic_qos(0, self.batch_size, False)
+            consumer = Consumer(channel, queues=[self.queue], on_message=arrived.append, auto_declare=False)
+            with consumer:
+                while not self.stopping.is_set():
+                    if self.admit is not None and not self.admit():
+                        # The handler has as much under way as it may: more would only wait here.
+                        self.stopping.wait(_ADMISSION_PAUSE_SECONDS)
+                        connection.heartbeat_check()
+                        continue
+                    try:
+                        connection.drain_events(timeout=1)
+                    except TimeoutError:
+                        connection.heartbeat_check()
+                        continue
+                    while len(arrived) < self.batch_size:
+                        try:
+                            connection.drain_events(timeout=_GATHER_SECONDS)
+                        except TimeoutError:
+                            break
+                    batch, arrived[:] = list(arrived), []
+                    self._process(batch)
+
+    def _process(self, messages: list[Any]) -> None:
+        received = [self._received(InboundMessage(message)) for message in messages]
+        self.policy.process(self.handler_name, received, self.handle)
+        # Everything it led to is confirmed: ack the batch (and nothing before it is unacked).
+        messages[-1].ack(multiple=True)
+
+    def _received(self, inbound: InboundMessage) -> Received[M]:
         try:
-            self.handler(delivery)
-        except PermanentError as e:
-            outcome = "failed"
-            self._dead_letter(delivery, f"{type(e).__name__}: {e}", "invalid")
-        except Exception as e:
-            if delivery.attempt >= self.max_attempts:
-                outcome = "failed"
-                log.exception("giving up on a message after %d attempts", delivery.attempt)
-                self._dead_letter(delivery, f"gave up after {delivery.attempt} attempts: {e!r}", "exhausted")
-            else:
-                outcome = "retried"
-                log.warning("attempt %d failed (%r); retrying", delivery.attempt, e)
-                backoff = self.min_backoff_seconds * 2 ** (delivery.attempt - 1)
-                time.sleep(min(backoff, self.max_backoff_seconds))
-                self._publish(self.queue.name, delivery, {ATTEMPTS_HEADER: delivery.attempt})
-        message.ack()
-        handler = getattr(self.handler, "__name__", "handler")
-        metrics.MESSAGES.labels(self.queue.name, handler, outcome).inc()
-        metrics.MESSAGE_SECONDS.labels(self.queue.name, handler).observe(time.perf_counter() - started)
-
-    def _dead_letter(self, delivery: Delivery, reason: str, why: str) -> None:
-        log.error("dead-lettering a message from %s: %s", self.queue.name, reason[:500])
-        metrics.DEAD_LETTERS.labels(self.queue.name, why).inc()
-        self._publish(
-            self.dead_letters.name,
-            delivery,
-            {
-                REASON_HEADER: reason[:4000],
-                "x-orderflow-dead-letter-id": new_id(),
-                "x-orderflow-queue": self.queue.name,
-                "x-orderflow-routing-key": delivery.routing_key,
-                "x-orderflow-dead-lettered-at": datetime.now(UTC).isoformat(),
-            },
-        )
-
-    def _publish(self, queue_name: str, delivery: Delivery, extra_headers: dict[str, Any]) -> None:
-        assert self._producer is not None
-        self._producer.publish(
-            delivery.body,
-            exchange="",
-            routing_key=queue_name,
-            content_type=delivery.content_type or "application/octet-stream",
-            content_encoding="binary",
-            delivery_mode=2,
-            headers={**delivery.headers, **extra_headers},
-        )
-
-
-def consumer_for(settings: Settings, queue: Queue, handler: Handler) -> QueueConsumer:
-    """A consumer of `queue` with the retry budget and backoff of the settings."""
-    return QueueConsumer(
-        connect(settings.amqp_url),
-        queue,
-        handler,
-        max_attempts=settings.max_retries + 1,
-        min_backoff_seconds=settings.min_backoff_ms / 1000,
-        max_backoff_seconds=settings.max_backoff_ms / 1000,
-    )
+            return Received(self.source, inbound, self.decode(inbound), inbound.attempt)
+        except InvalidMessage as e:
+            return Received(self.source, inbound, None, inbound.attempt, f"{type(e).__name__}: {e}")
 
 
 class ConsumerThread(threading.Thread):
-    """Runs a QueueConsumer until stopped; the message in hand finishes first, the rest are requeued."""
+    """Runs a QueueConsumer until stopped."""
 
-    def __init__(self, consumer: QueueConsumer, name: str) -> None:
+    def __init__(self, consumer: QueueConsumer[Any], name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.consumer = consumer
 
     def run(self) -> None:
-        # ConsumerMixin reconnects by itself after connection errors; anything else that escapes
-        # (a bug in dead-lettering, say) must not silently end consumption either.
-        while not self.consumer.should_stop:
+        # A bug that escapes the consumer must not silently end consumption.
+        while not self.consumer.stopping.is_set():
             try:
                 self.consumer.run()
             except Exception:
                 log.exception("consumer of %s failed; restarting it", self.consumer.queue.name)
-                time.sleep(1)
+                self.consumer.stopping.wait(1)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self.consumer.should_stop = True
-        self.join(timeout)
-
-
-# The public queues of Orderflow's own consumers. Every worker and the CLI declare them before
-# publishing, so no intake message or event is dropped for want of a bound queue.
-ORDER_INTAKE = bound_queue(topology.ORDER_INTAKE_QUEUE, INTAKE, [topology.INTAKE_ROUTING_KEY])
-NOTIFICATION_EVENTS = bound_queue(
-    topology.NOTIFICATION_EVENTS_QUEUE, EVENTS, ["order.confirmed", "order.cancelled", "stock.low"]
-)
-REPORTING_EVENTS = bound_queue(topology.REPORTING_EVENTS_QUEUE, EVENTS, ["order.*"])
-PUBLIC_QUEUES = (ORDER_INTAKE, NOTIFICATION_EVENTS, REPORTING_EVENTS)
-
-
-def declare_public_topology(connection: Connection) -> None:
-    """Declare both exchanges, our consumers' queues with their bindings, and their dead-letter queues."""
-    with connection.channel() as channel:
-        for exchange in (INTAKE, EVENTS):
-            exchange.bind(channel).declare()
-        for queue in PUBLIC_QUEUES:
-            queue.bind(channel).declare()
-            Queue(topology.dead_letter_queue(queue.name), durable=True).bind(channel).declare()
+    def stop(self) -> None:
+        self.consumer.stop()

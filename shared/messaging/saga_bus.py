@@ -1,197 +1,222 @@
-"""The saga's command bus: pydantic messages sent and handled as dramatiq actors over RabbitMQ."""
+"""The entry points of the saga queues: dramatiq actors that decode batches and hand them to handlers.
+
+dramatiq runs the consumers (its Worker, threads and middleware) and defines the messages on the
+wire; what handlers say is published by the outbox, and failures follow the delivery policy that
+every consumer shares (shared/messaging/delivery.py), so dramatiq's own retries are not used.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dramatiq
-import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.common import xq_name
-from dramatiq.middleware import (
-    AgeLimit,
-    CurrentMessage,
-    Middleware,
-    Retries,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.common import q_name
+from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 from pydantic import ValidationError
 
-from shared import metrics
-from shared.contracts import saga
 from shared.contracts.base import Message
-from shared.errors import PermanentError
 from shared.logs import message_context
-from shared.messaging import topology
+from shared.messaging import routes, topology
+from shared.messaging.delivery import (
+    DeliveryPolicy,
+    Received,
+    attempt_of,
+    dead_letter_headers,
+)
+from shared.messaging.ports import Batch
+from shared.messaging.publisher import Outgoing, PublishFailed
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
-# Which queue consumes each saga message. The actor's name is the message type in snake_case.
-ROUTES: dict[type[Message], str] = {
-    saga.ReserveStock: topology.INVENTORY_QUEUE,
-    saga.ReleaseStock: topology.INVENTORY_QUEUE,
-    saga.CommitStock: topology.INVENTORY_QUEUE,
-    saga.SetStock: topology.INVENTORY_QUEUE,
-    saga.Restock: topology.INVENTORY_QUEUE,
-    saga.ChargePayment: topology.PAYMENT_QUEUE,
-    saga.RefundPayment: topology.PAYMENT_QUEUE,
-    saga.StockReserved: topology.ORDER_SAGA_QUEUE,
-    saga.StockReservationFailed: topology.ORDER_SAGA_QUEUE,
-    saga.StockReleased: topology.ORDER_SAGA_QUEUE,
-    saga.PaymentCaptured: topology.ORDER_SAGA_QUEUE,
-    saga.PaymentDeclined: topology.ORDER_SAGA_QUEUE,
-    saga.PaymentFailed: topology.ORDER_SAGA_QUEUE,
-    saga.PaymentRefunded: topology.ORDER_SAGA_QUEUE,
-}
-
-
-# Set on a message this process dead-lettered itself, so its metrics say `failed`.
-DEAD_LETTERED = "orderflow_dead_lettered"
-
-
-def actor_name(message_type: type[Message]) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", message_type.__name__).lower()
-
-
-class MessageMetrics(Middleware):
-    """Counts and times every message an actor handles. First in the list, so that its after-hook
-    runs last (dramatiq runs them in reverse) and sees whether Retries gave the message up."""
-
-    def __init__(self) -> None:
-        self._started = threading.local()
-
-    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        self._started.at = time.perf_counter()
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: Any,
-        *,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        queue, actor = message.queue_name, message.actor_name
-        if message.options.get(DEAD_LETTERED):
-            outcome = "failed"
-        elif exception is None:
-            outcome = "succeeded"
-        elif message.failed:
-            outcome = "failed"
-            metrics.DEAD_LETTERS.labels(queue, "exhausted").inc()
-        else:
-            outcome = "retried"
-        metrics.MESSAGES.labels(queue, actor, outcome).inc()
-        started = getattr(self._started, "at", None)
-        if started is not None:
-            metrics.MESSAGE_SECONDS.labels(queue, actor).observe(time.perf_counter() - started)
+# Where a dramatiq message keeps its retry count (dramatiq's own Retries middleware uses the same).
+RETRIES_OPTION = "retries"
+DEAD_LETTER_REASON_OPTION = "dead_letter_reason"
 
 
 class SagaBroker(RabbitmqBroker):
-    """dramatiq's RabbitMQ broker with publisher confirms and single-active-consumer queues."""
+    """dramatiq's RabbitMQ broker, consuming queues that Orderflow declares itself."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             url=settings.amqp_url,
-            confirm_delivery=True,
-            middleware=[
-                MessageMetrics(),
-                AgeLimit(),
-                TimeLimit(),
-                ShutdownNotifications(),
-                Retries(
-                    max_retries=settings.max_retries,
-                    min_backoff=settings.min_backoff_ms,
-                    max_backoff=settings.max_backoff_ms,
-                ),
-                CurrentMessage(),
-            ],
+            middleware=[TimeLimit(), ShutdownNotifications(), CurrentMessage()],
         )
 
-    # dramatiq has no public hook for queue arguments; this is the one place it builds them
-    # (for the queue and its delay queue alike), and every process declares with the same ones.
-    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)
-        if queue_name in topology.SINGLE_ACTIVE_CONSUMER_QUEUES:
-            arguments["x-single-active-consumer"] = True
-        return arguments
+    def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
+        # dramatiq has no hook for queue arguments (single active consumer, dead-letter queues):
+        # Topology.declare() declares every queue first, and dramatiq only records the name here.
+        super().declare_queue(queue_name, ensure=False)
+        self.queues_pending.discard(q_name(queue_name))
 
 
 class SagaBus:
-    """Sends saga messages to the queue that owns them, and turns handlers into dramatiq actors."""
+    """Registers handlers of saga messages as dramatiq actors, one actor per message type."""
 
-    def __init__(self, broker: SagaBroker) -> None:
+    def __init__(self, broker: SagaBroker, policy: DeliveryPolicy) -> None:
         self.broker = broker
+        self.policy = policy
 
-    def send(self, message: Message) -> None:
-        """Enqueue a message; returns once RabbitMQ has confirmed it (publisher confirms)."""
-        message_type = type(message)
-        self.broker.enqueue(
-            dramatiq.Message(
-                queue_name=ROUTES[message_type],
-                actor_name=actor_name(message_type),
-                args=(message.model_dump(mode="json"),),
-                kwargs={},
-                options={},
-                message_id=message.message_id,
-            )
-        )
+    def handle(
+        self, message_type: type[M], handler: Callable[[Batch[M]], None], *, concurrency: int = 1
+    ) -> dramatiq.Actor:
+        """Register `handler` for batches of `message_type`.
 
-    def handle(self, message_type: type[M], handler: Callable[[M], None], **options: Any) -> dramatiq.Actor:
-        """Register `handler` as the actor for `message_type`.
-
-        The payload is validated against the contract first. A message that does not match it, or
-        whose handler raises a PermanentError, is dead-lettered at once with the reason; any other
-        exception is retried with backoff by dramatiq's Retries middleware.
+        Each payload is validated against the contract; one that breaks it is dead-lettered alone
+        with the reason, and the handler gets the others. Dramatiq messages of the type that
+        arrive while `concurrency` batches of it are being handled join the next batch.
         """
+        name = routes.actor_name(message_type)
+        coalescers: dict[str, _Coalescer] = {}
+        guard = threading.Lock()
 
-        def entrypoint(payload: Any) -> None:
+        def handle_together(envelopes: list[_Envelope]) -> None:
+            received = [item for envelope in envelopes for item in envelope.received(message_type)]
+
+            def handle(batch: Batch[M]) -> None:
+                first = batch.messages[0]
+                with message_context(message_id=first.message_id, order_id=_order_of(batch)):
+                    handler(batch)
+
+            self.policy.process(name, received, handle)
+
+        def entrypoint(*payloads: Any) -> None:
+            # The message being processed: dramatiq's MessageProxy, which can be failed.
+            current: Any = CurrentMessage.get_current_message()
+            assert current is not None, "a saga actor runs only inside dramatiq's worker"
+            with guard:
+                coalescer = coalescers.setdefault(
+                    current.queue_name, _Coalescer(handle_together, concurrency)
+                )
             try:
-                message = message_type.model_validate(payload)
-            except ValidationError as e:
-                self._dead_letter(f"invalid {message_type.__name__}: {_summary(e)}", "invalid")
-                return
-            with message_context(message_id=message.message_id, order_id=message.correlation_id):
-                try:
-                    handler(message)
-                except PermanentError as e:
-                    self._dead_letter(f"{type(e).__name__}: {e}", "permanent")
+                coalescer.submit(_Envelope(current, payloads))
+            except PublishFailed:
+                # Neither its effects' messages nor its retry could be published: reject it, and
+                # RabbitMQ moves it to the dead-letter queue, from which it can be replayed.
+                log.exception(
+                    "could not publish for a %s message; rejecting it to its dead-letter queue", name
+                )
+                current.fail()
 
-        entrypoint.__name__ = actor_name(message_type)
+        entrypoint.__name__ = name
         return dramatiq.Actor(
             entrypoint,
             broker=self.broker,
-            actor_name=actor_name(message_type),
-            queue_name=ROUTES[message_type],
+            actor_name=name,
+            queue_name=routes.home_queue(message_type),
             priority=0,
-            options=options,
+            options={},
         )
 
-    def _dead_letter(self, reason: str, why: str) -> None:
-        current = CurrentMessage.get_current_message()
-        assert current is not None, "dead-lettering outside of a message"
-        log.error("dead-lettering message %s: %s", current.message_id, reason)
-        metrics.DEAD_LETTERS.labels(current.queue_name, why).inc()
-        current.options[DEAD_LETTERED] = True  # read by MessageMetrics; the message is acked after
-        dead = current.copy(
-            options={"dead_letter_reason": reason, "dead_lettered_at": datetime.now(UTC).isoformat()}
+    def consume(self, queues: Sequence[str]) -> None:
+        """Make dramatiq aware of queues this worker consumes beyond its actors' (partitions)."""
+        for queue in queues:
+            self.broker.declare_queue(queue)
+
+
+@dataclass
+class _Envelope:
+    """One dramatiq message in hand, until the batch it joined is done."""
+
+    current: Any
+    payloads: tuple[Any, ...]
+    done: bool = False
+    error: BaseException | None = None
+
+    def received(self, message_type: type[M]) -> list[Received[M]]:
+        source = _EnvelopeSource(self.current)
+        attempt = attempt_of(self.current.options.get(RETRIES_OPTION))
+        return [_decode(source, message_type, payload, attempt) for payload in self.payloads]
+
+
+class _Coalescer:
+    """Batches envelopes that wait: a thread whose envelope arrives while `concurrency` batches of
+    its kind are being handled leaves it for the next batch, which one of the waiting threads
+    handles for all of them. Alone, an envelope is handled at once; under load, a backlog of small
+    envelopes is worked off in batches, which cost less per message the bigger they get."""
+
+    def __init__(self, handle: Callable[[list[_Envelope]], None], concurrency: int) -> None:
+        self._handle = handle
+        self._concurrency = concurrency
+        self._running = 0
+        self._waiting: list[_Envelope] = []
+        self._changed = threading.Condition()
+
+    def submit(self, envelope: _Envelope) -> None:
+        """Return once `envelope` was handled (in whichever batch), raising what its batch raised."""
+        with self._changed:
+            self._waiting.append(envelope)
+            while not envelope.done and self._running >= self._concurrency:
+                self._changed.wait()
+            if not envelope.done:
+                batch, self._waiting = self._waiting, []
+                self._running += 1
+        if not envelope.done:
+            error: BaseException | None = None
+            try:
+                self._handle(batch)
+            except BaseException as e:
+                error = e
+            with self._changed:
+                self._running -= 1
+                for handled in batch:
+                    handled.done, handled.error = True, error
+                self._changed.notify_all()
+        if envelope.error is not None:
+            raise envelope.error
+
+
+class _EnvelopeSource:
+    """A dramatiq message's queue, and how to send its payloads on again."""
+
+    def __init__(self, current: Any) -> None:
+        self._current = current
+
+    @property
+    def queue(self) -> str:
+        return str(self._current.queue_name)
+
+    def retry(self, received: Sequence[Received[Any]], attempt: int, delay_ms: int) -> list[Outgoing]:
+        envelope = self._current.copy(
+            args=tuple(item.raw for item in received), options={RETRIES_OPTION: attempt}
         )
-        self.broker.channel.basic_publish(
-            exchange="",
-            routing_key=xq_name(current.queue_name),
-            body=dead.encode(),
-            properties=pika.BasicProperties(delivery_mode=2, headers={"x-orderflow-reason": reason}),
+        return [
+            Outgoing(
+                topology.delay_exchange(delay_ms),
+                self.queue,
+                envelope.encode(),
+                message_id=envelope.message_id,
+            )
+        ]
+
+    def dead_letter(self, received: Received[Any], reason: str) -> Outgoing:
+        letter = self._current.copy(args=(received.raw,), options={DEAD_LETTER_REASON_OPTION: reason})
+        return Outgoing(
+            "",
+            topology.dead_letter_queue(self.queue),
+            letter.encode(),
+            message_id=letter.message_id,
+            headers=dead_letter_headers(self.queue, self.queue, reason),
         )
+
+
+def _decode(source: _EnvelopeSource, message_type: type[M], payload: Any, attempt: int) -> Received[M]:
+    try:
+        return Received(source, payload, message_type.model_validate(payload), attempt)
+    except ValidationError as e:
+        return Received(source, payload, None, attempt, f"invalid {message_type.__name__}: {_summary(e)}")
+
+
+def _order_of(batch: Batch[Any]) -> str | None:
+    order_ids = {getattr(message, "order_id", None) for message in batch}
+    return order_ids.pop() if len(order_ids) == 1 else None
 
 
 def _summary(error: ValidationError) -> str:

@@ -1,6 +1,17 @@
-"""Names of every exchange and queue, in one place."""
+"""Every exchange and queue of Orderflow: their names, their arguments, and declaring them.
+
+Every worker and the CLI declare the whole topology before they publish or consume (declaring
+is idempotent), so no message is ever published to a queue that does not exist yet.
+"""
 
 from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu import Connection, Exchange, Queue, binding
 
 # Public exchanges (kombu): upstream systems publish to the intake; anyone may subscribe to events.
 INTAKE_EXCHANGE = "orderflow.intake"
@@ -12,15 +23,112 @@ ORDER_INTAKE_QUEUE = "orderflow.order.intake"
 NOTIFICATION_EVENTS_QUEUE = "orderflow.notification.events"
 REPORTING_EVENTS_QUEUE = "orderflow.reporting.events"
 
-# Saga queues (dramatiq). dramatiq adds `<queue>.DQ` for delayed retries and `<queue>.XQ` for dead letters.
-INVENTORY_QUEUE = "orderflow.inventory.stock"
-PAYMENT_QUEUE = "orderflow.payment.commands"
+# Saga queues (consumed by dramatiq actors).
 ORDER_SAGA_QUEUE = "orderflow.order.saga"
+PAYMENT_QUEUE = "orderflow.payment.commands"
+STOCK_QUEUE_PREFIX = "orderflow.inventory.stock"
 
-# Stock decisions must be serial: one consumer of this queue is active at a time, the rest stand by.
-SINGLE_ACTIVE_CONSUMER_QUEUES = frozenset({INVENTORY_QUEUE})
+# Routing keys the workers' own event queues are bound to.
+NOTIFICATION_EVENT_KEYS = ("order.confirmed", "order.cancelled", "stock.low")
+REPORTING_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.rejected")
+
+# A message published to `delay_exchange(ms)` with a queue's name as routing key waits `ms` in a
+# queue of that delay, then RabbitMQ dead-letters it, routing key unchanged, into that queue.
+# One queue per delay value: every message in it expires in publishing order.
+DELAY_PREFIX = "orderflow.delay"
+
+
+def stock_queue(partition: int) -> str:
+    """The queue of one inventory partition: every stock command for its SKUs, one consumer at a time."""
+    return f"{STOCK_QUEUE_PREFIX}.{partition}"
+
+
+def partition_of(sku: str, partitions: int) -> int:
+    """The inventory partition that owns a SKU: a stable hash, the same in every process."""
+    return zlib.crc32(sku.encode()) % partitions
 
 
 def dead_letter_queue(queue: str) -> str:
-    """Where a kombu-consumed queue's invalid or poison messages go, with the reason in a header."""
+    """Where a queue's invalid, poison and exhausted messages go, with the reason in a header."""
     return f"{queue}.dlq"
+
+
+def delay_exchange(milliseconds: int) -> str:
+    return f"{DELAY_PREFIX}.{milliseconds}"
+
+
+def dramatiq_delay_queue(queue: str) -> str:
+    """dramatiq consumes `<queue>.DQ` beside every queue; Orderflow delays messages its own way
+    (delay_exchange), so it stays empty, but it must exist."""
+    return f"{queue}.DQ"
+
+
+INTAKE = Exchange(INTAKE_EXCHANGE, type="topic", durable=True)
+EVENTS = Exchange(EVENTS_EXCHANGE, type="topic", durable=True)
+
+
+def _bound(name: str, exchange: Exchange, keys: tuple[str, ...]) -> Queue:
+    return Queue(name, bindings=[binding(exchange, routing_key=key) for key in keys], durable=True)
+
+
+ORDER_INTAKE = _bound(ORDER_INTAKE_QUEUE, INTAKE, (INTAKE_ROUTING_KEY,))
+NOTIFICATION_EVENTS = _bound(NOTIFICATION_EVENTS_QUEUE, EVENTS, NOTIFICATION_EVENT_KEYS)
+REPORTING_EVENTS = _bound(REPORTING_EVENTS_QUEUE, EVENTS, REPORTING_EVENT_KEYS)
+PUBLIC_QUEUES = (ORDER_INTAKE, NOTIFICATION_EVENTS, REPORTING_EVENTS)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The queues of one deployment: the saga's depend on how many inventory partitions it has."""
+
+    partitions: int = 1
+    delays: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def stock_queues(self) -> list[str]:
+        return [stock_queue(partition) for partition in range(self.partitions)]
+
+    @property
+    def saga_queues(self) -> list[str]:
+        return [ORDER_SAGA_QUEUE, PAYMENT_QUEUE, *self.stock_queues]
+
+    @property
+    def consumed_queues(self) -> list[str]:
+        """Every queue a worker consumes, each with a dead-letter queue of its own."""
+        return [*(queue.name for queue in PUBLIC_QUEUES), *self.saga_queues]
+
+    def saga_queue_arguments(self, queue: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            # A message a consumer rejects (one dramatiq cannot decode) is kept, not dropped.
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead_letter_queue(queue),
+        }
+        if queue.startswith(STOCK_QUEUE_PREFIX):
+            # Stock is decided serially per partition: one consumer is active, the rest stand by.
+            arguments["x-single-active-consumer"] = True
+        return arguments
+
+    def entities(self) -> Iterator[Exchange | Queue]:
+        """Everything to declare, exchanges before the queues bound to them."""
+        yield INTAKE
+        yield EVENTS
+        yield from PUBLIC_QUEUES
+        for queue in self.saga_queues:
+            yield Queue(queue, durable=True, queue_arguments=self.saga_queue_arguments(queue))
+            yield Queue(dramatiq_delay_queue(queue), durable=True)
+        for queue in self.consumed_queues:
+            yield Queue(dead_letter_queue(queue), durable=True)
+        for milliseconds in sorted(self.delays):
+            exchange = Exchange(delay_exchange(milliseconds), type="fanout", durable=True)
+            yield exchange
+            yield Queue(
+                delay_exchange(milliseconds),
+                exchange=exchange,
+                durable=True,
+                queue_arguments={"x-message-ttl": milliseconds, "x-dead-letter-exchange": ""},
+            )
+
+    def declare(self, connection: Connection) -> None:
+        with connection.channel() as channel:
+            for entity in self.entities():
+                entity.bind(channel).declare()

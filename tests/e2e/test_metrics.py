@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from shared.contracts.events import EventCustomer, OrderStatusChanged
-from shared.messaging.exchanges import EventPublisher, connect, declare_public_topology
-from tests.support import free_port, isolated_settings, settings_env, unique, wait_for
+from tests.support import Publish, free_port, isolated_settings, settings_env, unique, wait_for
 from tests.system import ORDERFLOW, System, new_order
 from tests.unit.test_observability_assets import DEPLOY, alert_expressions, dashboard_expressions
 
@@ -156,7 +155,7 @@ def test_prometheus_sees_what_happened(system: System, prometheus: Prometheus) -
         what="the stock gauge",
     )
     vhost = urllib.parse.unquote(system.settings.amqp_url.rsplit("/", 1)[1])
-    consumers = f'rabbitmq_queue_consumers{{vhost="{vhost}", queue="orderflow.inventory.stock"}}'
+    consumers = f'rabbitmq_queue_consumers{{vhost="{vhost}", queue="orderflow.inventory.stock.0"}}'
     assert prometheus.scalar(consumers) == 2
     assert prometheus.scalar("count(rabbitmq_queue_messages_ready)") > 0
 
@@ -186,11 +185,9 @@ def test_a_pool_of_processes_serves_one_endpoint_for_all_of_them(tmp_path: Path)
             stderr=subprocess.STDOUT,
         )
         try:
-            with connect(settings.amqp_url) as connection:
-                declare_public_topology(connection)
-                publisher = EventPublisher(connection)
+            with Publish(settings) as publish:
                 for _ in range(events):
-                    publisher.publish(
+                    publish.event(
                         OrderStatusChanged(
                             type="order.cancelled",
                             order_id=unique("M"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect
+from shared.messaging.publisher import Outgoing, Publisher, PublishFailed
 from tests.faults import invariants
 from tests.faults.conftest import services
 from tests.support import queue_depth, unique, wait_for
@@ -127,15 +128,28 @@ class Submitter(threading.Thread):
         self._pace = threading.Event()
 
     def run(self) -> None:
+        publisher = Publisher(self.system.settings.amqp_url)
         try:
-            with connect(self.system.settings.amqp_url) as connection:
-                publisher = EventPublisher(connection)
-                for order in self.orders:
-                    publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, json.dumps(order).encode())
-                    self.sent += 1
-                    self._pace.wait(self.interval)
+            for order in self.orders:
+                self._publish(publisher, json.dumps(order).encode())
+                self.sent += 1
+                self._pace.wait(self.interval)
         except BaseException as e:
             self.error = e
+        finally:
+            publisher.close()
+
+    def _publish(self, publisher: Publisher, body: bytes) -> None:
+        """Until the broker confirms it: an upstream system keeps trying while the broker is away."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                publisher.publish([Outgoing(topology.INTAKE_EXCHANGE, topology.INTAKE_ROUTING_KEY, body)])
+                return
+            except PublishFailed:
+                if time.monotonic() > deadline:
+                    raise
+                self._pace.wait(0.5)
 
 
 def test_crashes_of_any_worker_lose_and_double_nothing(system: System, figure) -> None:

@@ -9,7 +9,8 @@ import pytest
 from tests.support import unique, wait_for
 from tests.system import System, new_order, running_system
 
-STEP_TIMEOUT = 2.0
+# Long enough for a test to stop a worker while a step waits, short enough to keep the tests quick.
+STEP_TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")

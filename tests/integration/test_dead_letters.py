@@ -11,10 +11,18 @@ import pytest
 
 from shared.contracts.events import EventCustomer, OrderStatusChanged
 from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import SmtpInbox, free_port, isolated_settings, queue_depth, settings_env, unique, wait_for
+from tests.support import (
+    Publish,
+    SmtpInbox,
+    free_port,
+    isolated_settings,
+    queue_depth,
+    settings_env,
+    unique,
+    wait_for,
+)
 
 ORDERFLOW = str(Path(sys.executable).with_name("orderflow"))
 
@@ -50,9 +58,8 @@ def test_a_dead_letter_is_replayed_after_the_fix_and_completes_once(broken_smtp_
     )
     dlq = topology.dead_letter_queue(topology.NOTIFICATION_EVENTS_QUEUE)
     with running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]):
-        with connect(settings.amqp_url) as connection:
-            declare_public_topology(connection)
-            EventPublisher(connection).publish(event)
+        with Publish(settings) as publish:
+            publish.event(event)
         wait_for(lambda: queue_depth(settings.amqp_url, dlq) == 1, interval=0.3, what="the dead letter")
 
         listing = json.loads(
@@ -79,11 +86,9 @@ def test_a_dead_letter_is_replayed_after_the_fix_and_completes_once(broken_smtp_
 
 
 def test_purge_empties_a_dead_letter_queue(settings: Settings) -> None:
-    with connect(settings.amqp_url) as connection:
-        declare_public_topology(connection)
-        publisher = EventPublisher(connection)
+    with Publish(settings) as publish:
         for _ in range(3):
-            publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, b"garbage")
+            publish.order(b"garbage")
     with running("order", settings, [topology.ORDER_INTAKE_QUEUE]):
         dlq = topology.dead_letter_queue(topology.ORDER_INTAKE_QUEUE)
         wait_for(lambda: queue_depth(settings.amqp_url, dlq) == 3, interval=0.3, what="three dead letters")

@@ -12,10 +12,9 @@ from services.reporting.store import SalesFacts
 from shared import store
 from shared.contracts.events import EventCustomer, EventLine, LowStock, OrderStatusChanged
 from shared.messaging import topology
-from shared.messaging.exchanges import EVENTS, EventPublisher, connect, declare_public_topology
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import SmtpInbox, isolated_settings, queue_depth, queue_messages, unique, wait_for
+from tests.support import Publish, SmtpInbox, isolated_settings, queue_depth, queue_messages, unique, wait_for
 
 ALICE = EventCustomer(customer_id="C-1", name="Alice", email="alice@example.com")
 
@@ -41,9 +40,8 @@ def order_event(
 
 @pytest.fixture
 def publisher(settings: Settings):
-    with connect(settings.amqp_url) as connection:
-        declare_public_topology(connection)
-        yield EventPublisher(connection)
+    with Publish(settings) as publish:
+        yield publish
 
 
 @pytest.fixture
@@ -68,12 +66,10 @@ def test_each_event_is_emailed_once_and_recorded(smtp_settings: Settings, inbox:
     low = LowStock(event_id=unique("low"), sku="SKU-1", name="Blue mug", available=1, threshold=3)
     with (
         running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]),
-        connect(settings.amqp_url) as conn,
+        Publish(settings) as publisher,
     ):
-        declare_public_topology(conn)
-        publisher = EventPublisher(conn)
         for event in (confirmed, confirmed, cancelled, low, order_event("pending"), confirmed):
-            publisher.publish(event)
+            publisher.event(event)
         wait_for(lambda: len(inbox.messages) >= 3, what="three emails")
         wait_for(lambda: len(notifications(settings)) == 3, what="three records")
         # The duplicates were consumed too: nothing is left in the queue, and no more mail came.
@@ -98,16 +94,18 @@ def test_each_event_is_emailed_once_and_recorded(smtp_settings: Settings, inbox:
     assert {(n["status"], n["channel"]) for n in notifications(settings)} == {("sent", "email")}
 
 
-def test_a_broken_event_goes_to_the_dead_letter_queue(settings: Settings, publisher: EventPublisher) -> None:
+def test_a_broken_event_goes_to_the_dead_letter_queue(settings: Settings, publisher: Publish) -> None:
     with running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]):
-        publisher.publish_raw(EVENTS, "order.confirmed", b'{"type": "order.confirmed", "order_id": 7}')
+        publisher.raw(
+            topology.EVENTS_EXCHANGE, "order.confirmed", b'{"type": "order.confirmed", "order_id": 7}'
+        )
         dlq = topology.dead_letter_queue(topology.NOTIFICATION_EVENTS_QUEUE)
         ((raw, headers),) = wait_for(lambda: queue_messages(settings.amqp_url, dlq), what="the dead letter")
     assert json.loads(raw)["order_id"] == 7
     assert "not a valid event" in headers["x-orderflow-reason"]
 
 
-def test_the_sales_report_counts_every_order_once(settings: Settings, publisher: EventPublisher) -> None:
+def test_the_sales_report_counts_every_order_once(settings: Settings, publisher: Publish) -> None:
     confirmed = [order_event("confirmed") for _ in range(3)]
     cancelled = [
         order_event("cancelled", reason=r) for r in ("out_of_stock", "out_of_stock", "payment_failed")
@@ -116,7 +114,7 @@ def test_the_sales_report_counts_every_order_once(settings: Settings, publisher:
     facts = SalesFacts(store.database(store.connect(settings), settings, "reporting"))
     with running("reporting", settings, [topology.REPORTING_EVENTS_QUEUE]):
         for event in [*confirmed, *cancelled, rejected, *confirmed, cancelled[0]]:
-            publisher.publish(event)
+            publisher.event(event)
         report = ReportingHandlers(facts, "CNY")
         wait_for(lambda: report.sales_report().orders_rejected == 1, what="the report to catch up")
         wait_for(

@@ -10,23 +10,21 @@ from services.inventory.store import ProductRepository
 from shared import store
 from shared.contracts import saga
 from shared.messaging import topology
-from shared.messaging.saga_bus import SagaBroker, SagaBus
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import EventCollector, queue_messages, saga_replies, unique, wait_for
+from tests.support import EventCollector, Publish, queue_messages, saga_replies, unique, wait_for
 
 
 @pytest.fixture
 def inventory(settings: Settings):
-    with running("inventory", settings, [topology.INVENTORY_QUEUE]) as app:
+    with running("inventory", settings, [topology.stock_queue(0)]) as app:
         yield app
 
 
 @pytest.fixture
 def bus(settings: Settings):
-    broker = SagaBroker(settings)
-    yield SagaBus(broker)
-    broker.close()
+    with Publish(settings) as publish:
+        yield publish
 
 
 @pytest.fixture
@@ -35,10 +33,10 @@ def products(settings: Settings) -> ProductRepository:
 
 
 def stock(
-    bus: SagaBus, products: ProductRepository, sku: str, quantity: int, price: int = 100, threshold: int = 0
+    bus: Publish, products: ProductRepository, sku: str, quantity: int, price: int = 100, threshold: int = 0
 ):
     command = saga.SetStock(sku=sku, quantity=quantity, price=price, name=sku, low_stock_threshold=threshold)
-    bus.send(command)
+    bus.saga(command)
     wait_for(
         lambda: (p := products.get(sku)) and command.message_id in p.recent_operations, what=f"{sku} set"
     )
@@ -58,7 +56,7 @@ def test_an_order_with_one_short_line_reserves_nothing(settings, inventory, bus,
     a, b = unique("A"), unique("B")
     stock(bus, products, a, 5)
     stock(bus, products, b, 1)
-    bus.send(
+    bus.saga(
         saga.ReserveStock(
             order_id="o-1", lines=[saga.StockLine(sku=a, quantity=2), saga.StockLine(sku=b, quantity=2)]
         )
@@ -76,20 +74,20 @@ def test_an_order_with_one_short_line_reserves_nothing(settings, inventory, bus,
 def test_reserve_release_and_commit(settings, inventory, bus, products) -> None:
     a = unique("A")
     stock(bus, products, a, 5, price=1250)
-    bus.send(saga.ReserveStock(order_id="o-2", lines=[saga.StockLine(sku=a, quantity=2)]))
+    bus.saga(saga.ReserveStock(order_id="o-2", lines=[saga.StockLine(sku=a, quantity=2)]))
     (reserved,) = replies(settings, 1)
     assert (reserved["actor"], reserved["total"]) == ("stock_reserved", 2500)
     assert reserved["lines"] == [{"sku": a, "quantity": 2, "unit_price": 1250, "line_total": 2500}]
     assert levels(products, a) == (3, 2, 0)
 
-    bus.send(saga.ReleaseStock(order_id="o-2"))
+    bus.saga(saga.ReleaseStock(order_id="o-2", skus=[a]))
     (released,) = replies(settings, 1)
     assert released["actor"] == "stock_released"
     assert levels(products, a) == (5, 0, 0)
 
-    bus.send(saga.ReserveStock(order_id="o-3", lines=[saga.StockLine(sku=a, quantity=4)]))
+    bus.saga(saga.ReserveStock(order_id="o-3", lines=[saga.StockLine(sku=a, quantity=4)]))
     replies(settings, 1)
-    bus.send(saga.CommitStock(order_id="o-3"))
+    bus.saga(saga.CommitStock(order_id="o-3", skus=[a]))
     wait_for(lambda: levels(products, a) == (1, 0, 4), what="the commit")
 
 
@@ -99,15 +97,15 @@ def test_a_redelivered_reservation_holds_once_and_replies_the_same(
     a = unique("A")
     stock(bus, products, a, 5)
     command = saga.ReserveStock(order_id="o-4", lines=[saga.StockLine(sku=a, quantity=3)])
-    bus.send(command)
-    bus.send(command)
+    bus.saga(command)
+    bus.saga(command)
     first, second = replies(settings, 2)
     assert first["message_id"] == second["message_id"]
     assert levels(products, a) == (2, 3, 0)
 
 
 def test_unknown_skus_are_refused(settings, inventory, bus) -> None:
-    bus.send(saga.ReserveStock(order_id="o-5", lines=[saga.StockLine(sku="NO-SUCH-SKU", quantity=1)]))
+    bus.saga(saga.ReserveStock(order_id="o-5", lines=[saga.StockLine(sku="NO-SUCH-SKU", quantity=1)]))
     (reply,) = replies(settings, 1)
     assert (reply["reason"], reply["skus"]) == ("unknown_sku", ["NO-SUCH-SKU"])
 
@@ -116,10 +114,10 @@ def test_restock_applies_once(settings, inventory, bus, products) -> None:
     a = unique("A")
     stock(bus, products, a, 1)
     command = saga.Restock(sku=a, quantity=4)
-    bus.send(command)
-    bus.send(command)
+    bus.saga(command)
+    bus.saga(command)
     wait_for(lambda: levels(products, a)[0] == 5, what="the restock")
-    bus.send(saga.Restock(sku=a, quantity=1))
+    bus.saga(saga.Restock(sku=a, quantity=1))
     wait_for(lambda: levels(products, a)[0] == 6, what="the second restock")
 
 
@@ -127,30 +125,37 @@ def test_falling_below_the_threshold_raises_one_alert(settings, inventory, bus, 
     a = unique("A")
     with EventCollector(settings.amqp_url) as collector:
         stock(bus, products, a, 5, threshold=3)
-        bus.send(saga.ReserveStock(order_id="o-6", lines=[saga.StockLine(sku=a, quantity=3)]))
-        bus.send(saga.ReserveStock(order_id="o-7", lines=[saga.StockLine(sku=a, quantity=1)]))
+        bus.saga(saga.ReserveStock(order_id="o-6", lines=[saga.StockLine(sku=a, quantity=3)]))
+        bus.saga(saga.ReserveStock(order_id="o-7", lines=[saga.StockLine(sku=a, quantity=1)]))
         replies(settings, 2)
         alert = wait_for(lambda: [e for e in collector.events if e["type"] == "stock.low"], what="an alert")
     assert len(alert) == 1
     assert (alert[0]["sku"], alert[0]["available"], alert[0]["threshold"]) == (a, 2, 3)
 
 
-def test_a_message_breaking_the_contract_is_dead_lettered_with_the_reason(settings, inventory, bus) -> None:
+def test_a_message_breaking_the_contract_is_dead_lettered_alone_with_the_reason(
+    settings, inventory, bus, products
+) -> None:
     import dramatiq
 
-    bus.broker.enqueue(
-        dramatiq.Message(
-            queue_name=topology.INVENTORY_QUEUE,
-            actor_name="reserve_stock",
-            args=({"order_id": "o-8", "lines": "not a list"},),
-            kwargs={},
-            options={},
-        )
+    a = unique("A")
+    stock(bus, products, a, 5)
+    good = saga.ReserveStock(order_id="o-9", lines=[saga.StockLine(sku=a, quantity=1)])
+    envelope = dramatiq.Message(
+        queue_name=topology.stock_queue(0),
+        actor_name="reserve_stock",
+        args=({"order_id": "o-8", "lines": "not a list"}, good.model_dump(mode="json")),
+        kwargs={},
+        options={},
     )
+    bus.raw("", topology.stock_queue(0), envelope.encode())
+    (reply,) = replies(settings, 1)
+    assert (reply["actor"], reply["order_id"]) == ("stock_reserved", "o-9"), "its neighbour went on"
     dead = wait_for(
-        lambda: queue_messages(settings.amqp_url, f"{topology.INVENTORY_QUEUE}.XQ"), what="a dead letter"
+        lambda: queue_messages(settings.amqp_url, topology.dead_letter_queue(topology.stock_queue(0))),
+        what="a dead letter",
     )
     body, headers = dead[0]
     assert "invalid ReserveStock" in headers["x-orderflow-reason"]
-    assert json.loads(body)["args"][0]["order_id"] == "o-8"
+    assert [payload["order_id"] for payload in json.loads(body)["args"]] == ["o-8"]
     assert json.loads(body)["options"]["dead_letter_reason"].startswith("invalid ReserveStock: lines")

@@ -7,10 +7,9 @@ import json
 import pytest
 
 from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import EventCollector, dramatiq_payloads, queue_messages, unique, wait_for
+from tests.support import EventCollector, Publish, dramatiq_payloads, queue_messages, unique, wait_for
 from tests.unit.factories import body, submission
 
 
@@ -22,12 +21,8 @@ def order_worker(settings: Settings):
 
 @pytest.fixture
 def publish(settings: Settings):
-    with connect(settings.amqp_url) as connection:
-        declare_public_topology(connection)
-        publisher = EventPublisher(connection)
-        yield lambda raw, content_type="application/json": publisher.publish_raw(
-            INTAKE, topology.INTAKE_ROUTING_KEY, raw, content_type=content_type
-        )
+    with Publish(settings) as publish:
+        yield publish.order
 
 
 def test_a_valid_order_is_accepted_and_asks_inventory_to_reserve(settings, order_worker, publish) -> None:
@@ -38,7 +33,7 @@ def test_a_valid_order_is_accepted_and_asks_inventory_to_reserve(settings, order
     assert accepted[0]["type"] == "order.accepted"
     assert accepted[0]["status"] == "pending"
     (command,) = wait_for(
-        lambda: dramatiq_payloads(settings.amqp_url, topology.INVENTORY_QUEUE), what="ReserveStock"
+        lambda: dramatiq_payloads(settings.amqp_url, topology.stock_queue(0)), what="ReserveStock"
     )
     assert command["actor"] == "reserve_stock"
     assert command["lines"] == [{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}]
@@ -81,3 +76,11 @@ def test_garbage_is_dead_lettered_and_the_next_order_still_flows(settings, order
     assert len(reasons) == 2
     assert "Invalid JSON" in reasons[0] or "unsupported content type" in reasons[0]
     assert any("unsupported content type 'application/xml'" in reason for reason in reasons)
+
+
+def test_an_order_published_without_a_content_type_is_accepted(settings, order_worker, publish) -> None:
+    order_id = unique("A")
+    with EventCollector(settings.amqp_url) as events:
+        publish(body(submission(order_id)), content_type=None)
+        (accepted,) = wait_for(lambda: events.of(order_id), what="order.accepted")
+    assert accepted["type"] == "order.accepted"

@@ -7,18 +7,15 @@ from pymongo import MongoClient
 
 from shared.contracts import saga
 from shared.messaging import topology
-from shared.messaging.saga_bus import SagaBroker, SagaBus
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import saga_replies, unique
+from tests.support import Publish, saga_replies, unique
 
 
 @pytest.fixture
 def bus(settings: Settings):
-    with running("payment", settings, [topology.PAYMENT_QUEUE]):
-        broker = SagaBroker(settings)
-        yield SagaBus(broker)
-        broker.close()
+    with running("payment", settings, [topology.PAYMENT_QUEUE]), Publish(settings) as publish:
+        yield publish
 
 
 def charge(order_id: str, token: str = "tok_visa", method: str = "credit_card") -> saga.ChargePayment:
@@ -33,10 +30,10 @@ def database(settings: Settings, name: str):
     return MongoClient(settings.mongo_url)[f"{settings.db_prefix}_{name}"]
 
 
-def test_a_charge_sent_three_times_charges_once(settings: Settings, bus: SagaBus) -> None:
+def test_a_charge_sent_three_times_charges_once(settings: Settings, bus: Publish) -> None:
     order_id = unique("P")
     for _ in range(3):
-        bus.send(charge(order_id, method="alipay"))
+        bus.saga(charge(order_id, method="alipay"))
     captured = replies(settings, 3)
     assert {r["actor"] for r in captured} == {"payment_captured"}
     assert len({r["charge_id"] for r in captured}) == 1
@@ -46,15 +43,15 @@ def test_a_charge_sent_three_times_charges_once(settings: Settings, bus: SagaBus
     assert "tok_visa" not in str(payment), "never store the token"
 
 
-def test_a_declined_token_is_declined(settings: Settings, bus: SagaBus) -> None:
-    bus.send(charge(unique("P"), token="tok_declined", method="wechat_pay"))
+def test_a_declined_token_is_declined(settings: Settings, bus: Publish) -> None:
+    bus.saga(charge(unique("P"), token="tok_declined", method="wechat_pay"))
     (reply,) = replies(settings, 1)
     assert reply["actor"] == "payment_declined"
 
 
-def test_a_gateway_error_fails_the_payment_after_bounded_attempts(settings: Settings, bus: SagaBus) -> None:
+def test_a_gateway_error_fails_the_payment_after_bounded_attempts(settings: Settings, bus: Publish) -> None:
     order_id = unique("P")
-    bus.send(charge(order_id, token="tok_gateway_error"))
+    bus.saga(charge(order_id, token="tok_gateway_error"))
     (reply,) = replies(settings, 1)
     assert reply["actor"] == "payment_failed"
     payment = database(settings, "payments").payments.find_one({"_id": order_id})
@@ -62,12 +59,12 @@ def test_a_gateway_error_fails_the_payment_after_bounded_attempts(settings: Sett
     assert database(settings, "simulated_gateway").charges.count_documents({}) == 0
 
 
-def test_a_refund_returns_the_captured_amount_once(settings: Settings, bus: SagaBus) -> None:
+def test_a_refund_returns_the_captured_amount_once(settings: Settings, bus: Publish) -> None:
     order_id = unique("P")
-    bus.send(charge(order_id))
+    bus.saga(charge(order_id))
     replies(settings, 1)
-    bus.send(saga.RefundPayment(order_id=order_id))
-    bus.send(saga.RefundPayment(order_id=order_id))
+    bus.saga(saga.RefundPayment(order_id=order_id))
+    bus.saga(saga.RefundPayment(order_id=order_id))
     refunded = replies(settings, 2)
     assert [r["amount"] for r in refunded] == [2500, 2500]
     assert database(settings, "simulated_gateway").refunds.count_documents({}) == 1

@@ -1,15 +1,33 @@
+from dataclasses import dataclass
+
 import pytest
 
-from services.order.intake import InvalidSubmission, parse_submission
+from services.order.intake import InvalidSubmission, RejectedSubmission, decode_submission
+from shared.contracts.intake import OrderSubmission
 from tests.unit.factories import body, submission
 
 LIMIT = 64 * 1024
 
 
-def rejected(raw: bytes, content_type: str | None = "application/json") -> InvalidSubmission:
-    with pytest.raises(InvalidSubmission) as caught:
-        parse_submission(raw, content_type, LIMIT)
-    return caught.value
+@dataclass
+class Refusal:
+    order_id: str | None  # set when the order is recorded as rejected
+    errors: list[str]
+
+
+def rejected(raw: bytes, content_type: str | None = "application/json") -> Refusal:
+    try:
+        decoded = decode_submission(raw, content_type, LIMIT)
+    except InvalidSubmission as e:
+        return Refusal(None, [str(e)])
+    assert isinstance(decoded, RejectedSubmission), f"accepted: {decoded}"
+    return Refusal(decoded.order_id, decoded.errors)
+
+
+def parse_submission(raw: bytes, content_type: str | None, limit: int) -> OrderSubmission:
+    decoded = decode_submission(raw, content_type, limit)
+    assert isinstance(decoded, OrderSubmission), decoded
+    return decoded
 
 
 def test_a_valid_submission_parses() -> None:
@@ -82,6 +100,11 @@ def test_unknown_content_types_are_rejected() -> None:
 def test_deep_nesting_is_rejected_without_crashing() -> None:
     error = rejected(b"[" * 100_000 + b"]" * 100_000)
     assert error.order_id is None
+
+
+@pytest.mark.parametrize("content_type", [None, "", "application/json; charset=utf-8", "TEXT/PLAIN"])
+def test_json_is_accepted_with_any_of_its_usual_content_types(content_type: str | None) -> None:
+    assert parse_submission(body(submission("A-8")), content_type, LIMIT).order_id == "A-8"
 
 
 def test_unknown_fields_are_ignored() -> None:

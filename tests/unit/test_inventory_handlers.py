@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import pytest
 
 from services.inventory.domain import Product, Reservation, ReservationStatus
 from services.inventory.handlers import InventoryHandlers
 from shared.contracts import saga
-from tests.unit.fakes import Outbox
+from shared.messaging.ports import Batch
+from tests.unit.fakes import Recorder, batch
 
 
 class Crash(Exception):
@@ -24,38 +26,46 @@ class FakeProducts:
     def get(self, sku: str) -> Product | None:
         return copy.deepcopy(self.products.get(sku))
 
-    def get_many(self, skus: list[str]) -> dict[str, Product]:
+    def get_many(self, skus: Iterable[str]) -> dict[str, Product]:
         return {sku: copy.deepcopy(self.products[sku]) for sku in skus if sku in self.products}
 
     def all(self) -> list[Product]:
         return [copy.deepcopy(p) for p in self.products.values()]
 
-    def save(self, product: Product) -> None:
-        if self.crash_after_saves is not None:
-            if self.crash_after_saves == 0:
-                raise Crash("the process died")
-            self.crash_after_saves -= 1
-        self.products[product.sku] = copy.deepcopy(product)
+    def save(self, products: Iterable[Product]) -> None:
+        """Product by product, as the store applies a bulk write: a crash can stop it half-way."""
+        for product in products:
+            if self.crash_after_saves is not None:
+                if self.crash_after_saves == 0:
+                    raise Crash("the process died")
+                self.crash_after_saves -= 1
+            self.products[product.sku] = copy.deepcopy(product)
 
 
 class FakeReservations:
     def __init__(self) -> None:
         self.reservations: dict[str, Reservation] = {}
 
-    def get(self, order_id: str) -> Reservation | None:
-        return copy.deepcopy(self.reservations.get(order_id))
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, Reservation]:
+        return {i: copy.deepcopy(self.reservations[i]) for i in order_ids if i in self.reservations}
 
-    def save(self, reservation: Reservation) -> None:
-        self.reservations[reservation.order_id] = copy.deepcopy(reservation)
+    def add(self, reservations: Iterable[Reservation]) -> None:
+        self.replace(reservations)
+
+    def replace(self, reservations: Iterable[Reservation]) -> None:
+        for reservation in reservations:
+            self.reservations[reservation.order_id] = copy.deepcopy(reservation)
 
 
-def reserve(*lines: tuple[str, int]) -> saga.ReserveStock:
-    return saga.ReserveStock(order_id="o-1", lines=[saga.StockLine(sku=s, quantity=q) for s, q in lines])
+def reserve(*lines: tuple[str, int], order_id: str = "o-1") -> Batch[saga.ReserveStock]:
+    return batch(
+        saga.ReserveStock(order_id=order_id, lines=[saga.StockLine(sku=s, quantity=q) for s, q in lines])
+    )
 
 
 def test_a_release_after_a_crash_half_way_through_a_reservation_returns_every_hold() -> None:
     products = FakeProducts(Product("A", "A", 100, available=5), Product("B", "B", 100, available=5))
-    reservations, outbox = FakeReservations(), Outbox()
+    reservations, outbox = FakeReservations(), Recorder()
     handlers = InventoryHandlers(products, reservations, outbox, outbox)
     products.crash_after_saves = 1  # A is held, then the process dies before B
     with pytest.raises(Crash):
@@ -63,7 +73,7 @@ def test_a_release_after_a_crash_half_way_through_a_reservation_returns_every_ho
     assert products.products["A"].reserved == 2
     products.crash_after_saves = None
 
-    handlers.release_stock(saga.ReleaseStock(order_id="o-1"))  # the saga timed out meanwhile
+    handlers.release_stock(batch(saga.ReleaseStock(order_id="o-1", skus=["A", "B"])))  # timed out meanwhile
     assert (products.products["A"].available, products.products["A"].reserved) == (5, 0)
     assert (products.products["B"].available, products.products["B"].reserved) == (5, 0)
     handlers.reserve_stock(reserve(("A", 2), ("B", 3)))  # the redelivered reservation comes last
@@ -73,13 +83,43 @@ def test_a_release_after_a_crash_half_way_through_a_reservation_returns_every_ho
 
 def test_a_redelivered_reservation_finishes_what_a_crash_left_half_done() -> None:
     products = FakeProducts(Product("A", "A", 100, available=5), Product("B", "B", 100, available=5))
-    reservations, outbox = FakeReservations(), Outbox()
+    reservations, outbox = FakeReservations(), Recorder()
     handlers = InventoryHandlers(products, reservations, outbox, outbox)
     products.crash_after_saves = 1
     with pytest.raises(Crash):
         handlers.reserve_stock(reserve(("A", 2), ("B", 3)))
+    outbox.clear()  # a handler that fails says nothing: the transport drops what it said
     products.crash_after_saves = None
     handlers.reserve_stock(reserve(("A", 2), ("B", 3)))
     assert (products.products["A"].reserved, products.products["B"].reserved) == (2, 3)
     assert reservations.reservations["o-1"].status is ReservationStatus.RESERVED
     assert [type(m).__name__ for m in outbox.sent] == ["StockReserved"]
+
+
+def test_a_batch_of_orders_for_scarce_stock_never_oversells() -> None:
+    products = FakeProducts(Product("A", "A", 100, available=3, low_stock_threshold=2))
+    reservations, outbox = FakeReservations(), Recorder()
+    handlers = InventoryHandlers(products, reservations, outbox, outbox)
+    commands = batch(
+        *(saga.ReserveStock(order_id=f"o-{n}", lines=[saga.StockLine(sku="A", quantity=1)]) for n in range(5))
+    )
+    handlers.reserve_stock(commands)
+    replies = {m.order_id: type(m).__name__ for m in outbox.sent}
+    assert sorted(replies.values()) == ["StockReservationFailed"] * 2 + ["StockReserved"] * 3
+    assert (products.products["A"].available, products.products["A"].reserved) == (0, 3)
+    assert [e.available for e in outbox.published] == [1], "one alert, when the threshold was crossed"
+    reserved = [order_id for order_id, kind in replies.items() if kind == "StockReserved"]
+    handlers.commit_stock(batch(*(saga.CommitStock(order_id=o, skus=["A"]) for o in reserved)))
+    handlers.commit_stock(batch(*(saga.CommitStock(order_id=o, skus=["A"]) for o in reserved)))
+    assert (products.products["A"].reserved, products.products["A"].sold) == (0, 3)
+
+
+def test_a_command_for_a_sku_of_another_partition_is_rejected_not_decided() -> None:
+    products = FakeProducts(Product("A", "A", 100, available=3))
+    reservations, outbox = FakeReservations(), Recorder()
+    handlers = InventoryHandlers(products, reservations, outbox, outbox, partition_of=lambda sku: 1)
+    commands = reserve(("A", 1))
+    handlers.reserve_stock(commands)
+    ((_, reason),) = commands.rejected
+    assert "ORDERFLOW_INVENTORY_PARTITIONS" in reason
+    assert products.products["A"].reserved == 0 and outbox.sent == []

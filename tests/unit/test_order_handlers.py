@@ -1,124 +1,16 @@
-"""Order use cases with fakes: intake, idempotent resubmission, redelivered and stale replies."""
+"""Order use cases with fakes: intake, resubmission, redelivered and stale replies, deadlines."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.order.handlers import OrderHandlers
-from services.order.intake import InvalidSubmission
+from services.order.intake import InvalidSubmission, decode_submission
 from shared.contracts import saga
-from shared.messaging.exchanges import Delivery
+from shared.messaging import topology
+from shared.messaging.ports import Backlog, Batch
 from tests.unit.factories import body, submission
-from tests.unit.fakes import FakeOrders, Outbox
-
-
-@pytest.fixture
-def orders() -> FakeOrders:
-    return FakeOrders()
-
-
-@pytest.fixture
-def outbox() -> Outbox:
-    return Outbox()
-
-
-@pytest.fixture
-def handlers(orders: FakeOrders, outbox: Outbox) -> OrderHandlers:
-    return OrderHandlers(
-        orders,
-        outbox,
-        outbox,
-        currency="CNY",
-        max_message_bytes=65536,
-        clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
-    )
-
-
-def delivery(data: object) -> Delivery:
-    return Delivery(body=body(data), content_type="application/json", routing_key="order.submit", headers={})
-
-
-def reserved(order_id: str = "A-1") -> saga.StockReserved:
-    return saga.StockReserved(
-        message_id="r1",
-        order_id=order_id,
-        lines=[saga.PricedLine(sku="SKU-1", quantity=2, unit_price=100, line_total=200)],
-        total=200,
-    )
-
-
-def test_a_submission_starts_the_saga(handlers: OrderHandlers, orders: FakeOrders, outbox: Outbox) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    assert orders.orders["A-1"].status == "pending"
-    assert outbox.kinds() == ["ReserveStock", "order.accepted"]
-
-
-def test_resubmitting_an_order_starts_nothing_new_once_it_moved_on(
-    handlers: OrderHandlers, outbox: Outbox
-) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.stock_reserved(reserved())
-    outbox.sent.clear(), outbox.published.clear()
-    handlers.submit_order(delivery(submission("A-1")))
-    assert outbox.kinds() == []
-
-
-def test_resubmitting_before_it_moved_on_says_the_same_again(handlers: OrderHandlers, outbox: Outbox) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.submit_order(delivery(submission("A-1")))
-    assert sorted(outbox.kinds()) == ["ReserveStock", "ReserveStock", "order.accepted", "order.accepted"]
-    assert len({m.message_id for m in outbox.sent}) == 1, "the same message, so it is deduplicated downstream"
-    assert len({e.event_id for e in outbox.published}) == 1
-
-
-def test_an_invalid_submission_with_an_id_is_recorded_and_announced(
-    handlers: OrderHandlers, orders: FakeOrders, outbox: Outbox
-) -> None:
-    data = submission("A-2")
-    data["items"] = []
-    with pytest.raises(InvalidSubmission):
-        handlers.submit_order(delivery(data))
-    assert orders.orders["A-2"].status == "rejected"
-    assert [(e.type, e.reason) for e in outbox.published] == [("order.rejected", "invalid")]
-
-
-def test_an_invalid_submission_never_overwrites_an_accepted_order(
-    handlers: OrderHandlers, orders: FakeOrders, outbox: Outbox
-) -> None:
-    handlers.submit_order(delivery(submission("A-3")))
-    handlers.stock_reserved(reserved("A-3"))
-    data = submission("A-3")
-    data["items"] = []
-    with pytest.raises(InvalidSubmission):
-        handlers.submit_order(delivery(data))
-    assert orders.orders["A-3"].status == "pending"
-    assert "order.rejected" not in outbox.kinds()
-
-
-def test_a_redelivered_reply_resends_what_it_caused(handlers: OrderHandlers, outbox: Outbox) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.stock_reserved(reserved())
-    handlers.stock_reserved(reserved())
-    assert outbox.kinds().count("ChargePayment") == 2
-    charges = [m for m in outbox.sent if isinstance(m, saga.ChargePayment)]
-    assert charges[0].message_id == charges[1].message_id
-    assert charges[0].model_dump(exclude={"occurred_at"}) == charges[1].model_dump(exclude={"occurred_at"})
-
-
-def test_a_stale_reply_is_ignored(handlers: OrderHandlers, orders: FakeOrders, outbox: Outbox) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=1, charge_id="c"))
-    assert orders.orders["A-1"].step == "reserving_stock"
-    assert outbox.kinds() == ["ReserveStock", "order.accepted"]
-
-
-def test_the_full_path_to_confirmation(handlers: OrderHandlers, orders: FakeOrders, outbox: Outbox) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.stock_reserved(reserved())
-    handlers.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c"))
-    assert orders.orders["A-1"].status == "confirmed"
-    assert [type(m).__name__ for m in outbox.sent] == ["ReserveStock", "ChargePayment", "CommitStock"]
-    assert [e.type for e in outbox.published] == ["order.accepted", "order.confirmed"]
+from tests.unit.fakes import FakeOrders, FakeQueues, Recorder, batch
 
 
 class Clock:
@@ -129,30 +21,258 @@ class Clock:
         return self.now
 
 
-def test_overdue_sagas_are_timed_out_and_a_late_capture_is_refunded(
-    orders: FakeOrders, outbox: Outbox
+@pytest.fixture
+def orders() -> FakeOrders:
+    return FakeOrders()
+
+
+@pytest.fixture
+def outbox() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def queues() -> FakeQueues:
+    return FakeQueues()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def handlers(orders: FakeOrders, outbox: Recorder, queues: FakeQueues, clock: Clock) -> OrderHandlers:
+    return OrderHandlers(orders, outbox, outbox, queues, currency="CNY", clock=clock)
+
+
+def submit(handlers: OrderHandlers, *submissions: object) -> Batch:
+    """Decode at the edge, as the intake's entry point does, and hand the batch over."""
+    decoded = batch(*(decode_submission(body(data), "application/json", 65536) for data in submissions))
+    handlers.submit_orders(decoded)
+    handlers.flush_timers()
+    return decoded
+
+
+def reserved(order_id: str = "A-1") -> saga.StockReserved:
+    return saga.StockReserved(
+        message_id=f"r-{order_id}",
+        order_id=order_id,
+        lines=[saga.PricedLine(sku="SKU-1", quantity=2, unit_price=100, line_total=200)],
+        total=200,
+    )
+
+
+def test_a_submission_starts_the_saga(handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder) -> None:
+    submit(handlers, submission("A-1"))  # and the step timers of the last second leave
+    assert orders.orders["A-1"].status == "pending"
+    assert outbox.kinds() == ["ReserveStock", "order.accepted"]
+    ((timer, delay),) = [
+        (m, d) for m, d in zip(outbox.sent, outbox.delays, strict=True) if m in outbox.timers
+    ]
+    assert (timer.order_id, timer.version, delay) == ("A-1", 0, timedelta(seconds=30))
+
+
+def test_a_batch_of_submissions_starts_each_saga_once(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
 ) -> None:
-    clock = Clock()
-    handlers = OrderHandlers(orders, outbox, outbox, currency="CNY", max_message_bytes=65536, clock=clock)
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.stock_reserved(reserved())
-    assert handlers.expire_overdue() == 0
-    clock.now += timedelta(seconds=31)
-    assert handlers.expire_overdue() == 1
+    submit(handlers, submission("A-1"), submission("A-2"), submission("A-1"))
+    assert sorted(orders.orders) == ["A-1", "A-2"]
+    assert sorted({m.order_id for m in outbox.sent if isinstance(m, saga.ReserveStock)}) == ["A-1", "A-2"]
+
+
+def test_resubmitting_an_order_that_moved_on_starts_nothing_and_announces_it_again(
+    handlers: OrderHandlers, outbox: Recorder
+) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    accepted = outbox.published[0]
+    outbox.clear()
+    submit(handlers, submission("A-1"))
+    assert outbox.kinds() == ["order.accepted"]
+    assert outbox.published[0].event_id == accepted.event_id, "subscribers drop it by its id"
+
+
+def test_resubmitting_before_it_moved_on_says_the_same_again(
+    handlers: OrderHandlers, outbox: Recorder
+) -> None:
+    submit(handlers, submission("A-1"))
+    submit(handlers, submission("A-1"))
+    assert sorted(outbox.kinds()) == ["ReserveStock", "ReserveStock", "order.accepted", "order.accepted"]
+    assert len({m.message_id for m in outbox.sent if isinstance(m, saga.ReserveStock)}) == 1
+    assert len({e.event_id for e in outbox.published}) == 1
+
+
+def test_an_invalid_submission_with_an_id_is_recorded_announced_and_dead_lettered(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
+) -> None:
+    data = submission("A-2")
+    data["items"] = []
+    decoded = submit(handlers, data)
+    assert orders.orders["A-2"].status == "rejected"
+    assert [(e.type, e.reason) for e in outbox.published] == [("order.rejected", "invalid")]
+    ((_, reason),) = decoded.rejected
+    assert reason.startswith("items:")
+
+
+def test_a_submission_without_a_readable_id_is_refused_at_the_edge() -> None:
+    with pytest.raises(InvalidSubmission):
+        decode_submission(b'{"items": []}', "application/json", 65536)
+    with pytest.raises(InvalidSubmission, match="content type"):
+        decode_submission(body(submission("A-1")), "application/xml", 65536)
+    assert decode_submission(body(submission("A-1")), "application/json; charset=utf-8", 65536)
+
+
+def test_an_invalid_submission_never_overwrites_an_accepted_order(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
+) -> None:
+    submit(handlers, submission("A-3"))
+    handlers.stock_reserved(batch(reserved("A-3")))
+    data = submission("A-3")
+    data["items"] = []
+    submit(handlers, data)
+    assert orders.orders["A-3"].status == "pending"
+    assert "order.rejected" not in outbox.kinds()
+
+
+def test_a_redelivered_reply_resends_what_it_caused(handlers: OrderHandlers, outbox: Recorder) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    handlers.stock_reserved(batch(reserved()))
+    charges = [m for m in outbox.sent if isinstance(m, saga.ChargePayment)]
+    assert len(charges) == 2
+    assert charges[0].model_dump(exclude={"occurred_at"}) == charges[1].model_dump(exclude={"occurred_at"})
+
+
+def test_a_reply_for_an_unknown_order_is_rejected_and_the_rest_of_its_batch_goes_on(
+    handlers: OrderHandlers, orders: FakeOrders
+) -> None:
+    submit(handlers, submission("A-1"))
+    replies = batch(reserved("NOPE"), reserved("A-1"))
+    handlers.stock_reserved(replies)
+    assert [(reply.order_id, "unknown order" in reason) for reply, reason in replies.rejected] == [
+        ("NOPE", True)
+    ]
+    assert orders.orders["A-1"].step == "charging_payment"
+
+
+def test_a_stale_reply_is_ignored(handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.payment_captured(batch(saga.PaymentCaptured(order_id="A-1", amount=1, charge_id="c")))
+    assert orders.orders["A-1"].step == "reserving_stock"
+    assert outbox.kinds() == ["ReserveStock", "order.accepted"]
+
+
+def test_the_full_path_to_confirmation(handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    handlers.payment_captured(batch(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c")))
+    assert orders.orders["A-1"].status == "confirmed"
+    assert [type(m).__name__ for m in outbox.sent if m not in outbox.timers] == [
+        "ReserveStock",
+        "ChargePayment",
+        "CommitStock",
+    ]
+    assert [e.type for e in outbox.published] == ["order.accepted", "order.confirmed"]
+
+
+def test_a_reply_racing_another_writer_is_applied_to_the_state_that_won(
+    orders: FakeOrders, outbox: Recorder, queues: FakeQueues, clock: Clock
+) -> None:
+    class RacingOrders(FakeOrders):
+        """Another worker times the order out between our read and our write, once."""
+
+        raced = False
+
+        def save(self, to_save):  # type: ignore[no-untyped-def]
+            if not self.raced and to_save:
+                self.raced = True
+                rival = self.get(to_save[0].order_id)
+                assert rival is not None
+                rival.time_out(clock())
+                FakeOrders.save(self, [rival])
+            return FakeOrders.save(self, to_save)
+
+    racing = RacingOrders()
+    handlers = OrderHandlers(racing, outbox, outbox, queues, currency="CNY", clock=clock)
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    assert (racing.orders["A-1"].step, racing.orders["A-1"].reason) == ("releasing_stock", "timeout")
+    assert "ChargePayment" not in outbox.kinds(), "the reservation came after the timeout: too late"
+
+
+def deadline_of(orders: FakeOrders, order_id: str = "A-1") -> saga.StepDeadline:
+    order = orders.get(order_id)
+    assert order is not None
+    return order.deadline_timer()
+
+
+def test_a_step_whose_timer_fires_times_out_and_a_late_capture_is_refunded(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
+) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    # Its command was taken (the queue is empty, a consumer is there) and the step had its extra time.
+    handlers.step_deadlines(batch(deadline_of(orders).model_copy(update={"extended": True})))
     assert (orders.orders["A-1"].step, orders.orders["A-1"].reason) == ("releasing_stock", "timeout")
-    outbox.sent.clear()
-    handlers.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c"))
-    assert [type(m).__name__ for m in outbox.sent] == ["RefundPayment"]
-    handlers.stock_released(saga.StockReleased(order_id="A-1"))
+    outbox.clear()
+    handlers.payment_captured(batch(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c")))
+    assert outbox.kinds() == ["RefundPayment"]
+    handlers.stock_released(batch(saga.StockReleased(order_id="A-1")))
     assert (orders.orders["A-1"].status, orders.orders["A-1"].reason) == ("cancelled", "timeout")
 
 
-def test_resuming_after_a_restart_says_again_what_pending_orders_wait_for(
-    handlers: OrderHandlers, outbox: Outbox
+def test_the_timer_of_a_step_the_order_has_left_does_nothing(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
 ) -> None:
-    handlers.submit_order(delivery(submission("A-1")))
-    handlers.submit_order(delivery(submission("A-2")))
-    handlers.stock_reserved(reserved("A-2"))
-    outbox.sent.clear()
-    assert handlers.resume_pending() == 2
-    assert sorted(type(m).__name__ for m in outbox.sent) == ["ChargePayment", "ReserveStock"]
+    submit(handlers, submission("A-1"))
+    first = deadline_of(orders)
+    handlers.stock_reserved(batch(reserved()))
+    handlers.step_deadlines(batch(first))
+    assert orders.orders["A-1"].step == "charging_payment"
+
+
+def test_a_command_queued_behind_work_being_done_is_given_more_time(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder, queues: FakeQueues
+) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    queues.backlogs[topology.PAYMENT_QUEUE] = Backlog(ready=5000, consumers=2)
+    handlers.flush_timers()
+    outbox.clear()
+    handlers.step_deadlines(batch(deadline_of(orders)))
+    handlers.flush_timers()
+    assert orders.orders["A-1"].step == "charging_payment", "a backlog is not a failure"
+    (timer,) = outbox.timers
+    assert (timer.version, timer.extended, outbox.delays[0]) == (1, False, timedelta(seconds=30))
+    # The backlog is worked off, and the command was taken: one more step timeout, then no more.
+    queues.backlogs[topology.PAYMENT_QUEUE] = Backlog(ready=0, consumers=2)
+    outbox.clear()
+    handlers.step_deadlines(batch(timer))
+    handlers.flush_timers()
+    (extended,) = outbox.timers
+    assert extended.extended and orders.orders["A-1"].step == "charging_payment"
+    handlers.step_deadlines(batch(extended))
+    assert (orders.orders["A-1"].step, orders.orders["A-1"].reason) == ("releasing_stock", "timeout")
+
+
+def test_a_step_nobody_consumes_for_times_out_at_its_first_timer(
+    handlers: OrderHandlers, orders: FakeOrders, queues: FakeQueues
+) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    queues.backlogs[topology.PAYMENT_QUEUE] = Backlog(ready=3, consumers=0)
+    handlers.step_deadlines(batch(deadline_of(orders)))
+    assert (orders.orders["A-1"].step, orders.orders["A-1"].reason) == ("releasing_stock", "timeout")
+
+
+def test_the_sweep_times_out_sagas_long_past_their_deadline_whose_timer_was_lost(
+    handlers: OrderHandlers, orders: FakeOrders, queues: FakeQueues, clock: Clock
+) -> None:
+    submit(handlers, submission("A-1"), submission("A-2"))
+    handlers.stock_reserved(batch(reserved("A-2")))
+    queues.backlogs[topology.stock_queue(0)] = Backlog(ready=0, consumers=0)
+    assert handlers.sweep() == 0
+    clock.now += timedelta(seconds=61)
+    assert handlers.sweep() == 2
+    assert {order.reason for order in orders.orders.values()} == {"timeout"}

@@ -13,24 +13,36 @@ from tests.unit.factories import body, submission
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def new_order(*items: tuple[str, int], token: str = "tok_visa") -> Order:
+def new_order(*items: tuple[str, int], token: str = "tok_visa", partitions: int = 1) -> Order:
     return Order.accept(
-        OrderSubmission.model_validate_json(body(submission("A-1", *items, token=token))), "CNY", NOW
+        OrderSubmission.model_validate_json(body(submission("A-1", *items, token=token))),
+        "CNY",
+        NOW,
+        partition_of=lambda sku: int(sku.rsplit("-", 1)[1]) % partitions,
     )
 
 
-def reserved(order: Order) -> saga.StockReserved:
+def reserved(order: Order, partition: int = 0) -> saga.StockReserved:
     lines = [
         saga.PricedLine(sku=line.sku, quantity=line.quantity, unit_price=250, line_total=250 * line.quantity)
         for line in order.lines
+        if line.partition == partition
     ]
     return saga.StockReserved(
-        order_id=order.order_id, lines=lines, total=sum(line.line_total for line in lines)
+        order_id=order.order_id,
+        partition=partition,
+        lines=lines,
+        total=sum(line.line_total for line in lines),
     )
 
 
 def kinds(order: Order) -> list[str]:
-    return [m.type if isinstance(m, OrderStatusChanged) else type(m).__name__ for m in order.outbox()]
+    """What the order's state says, but the timer of its step (see the deadline tests)."""
+    return [
+        m.type if isinstance(m, OrderStatusChanged) else type(m).__name__
+        for m in order.outbox()
+        if not isinstance(m, saga.StepDeadline)
+    ]
 
 
 def test_an_accepted_order_reserves_stock_and_announces_itself() -> None:
@@ -45,7 +57,7 @@ def test_reserved_stock_is_priced_then_charged() -> None:
     order.stock_reserved(reserved(order), NOW)
     assert order.step is SagaStep.CHARGING_PAYMENT
     assert order.total == 500
-    (charge,) = order.outbox()
+    charge, _timer = order.outbox()
     assert isinstance(charge, saga.ChargePayment)
     assert (charge.amount, charge.method, charge.token) == (500, "credit_card", "tok_visa")
 
@@ -176,6 +188,64 @@ def test_a_release_that_times_out_is_asked_again() -> None:
     assert kinds(order) == ["ReleaseStock"]
 
 
-def test_an_order_within_its_deadline_does_not_time_out() -> None:
+def test_a_finished_order_does_not_time_out() -> None:
+    order = new_order()
+    order.stock_reservation_failed(
+        saga.StockReservationFailed(order_id="A-1", reason="out_of_stock", skus=[]), NOW
+    )
     with pytest.raises(TransitionNotAllowed):
-        new_order().time_out(NOW + timedelta(seconds=5))
+        order.time_out(LATER)
+
+
+def test_every_pending_state_sets_the_timer_of_its_step_and_a_finished_one_none() -> None:
+    order = new_order()
+    (timer,) = [m for m in order.outbox() if isinstance(m, saga.StepDeadline)]
+    assert (timer.order_id, timer.version) == ("A-1", order.version)
+    order.version = 1  # as the store does when it writes the transition
+    order.stock_reserved(reserved(order), NOW)
+    (timer,) = [m for m in order.outbox() if isinstance(m, saga.StepDeadline)]
+    assert timer.version == 1
+    order.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=500, charge_id="c"), NOW)
+    assert not [m for m in order.outbox() if isinstance(m, saga.StepDeadline)]
+
+
+def test_an_order_across_partitions_reserves_in_each_then_charges_once_all_did() -> None:
+    order = new_order(("SKU-1", 1), ("SKU-2", 2), ("SKU-3", 1), partitions=2)
+    reserve = [m for m in order.outbox() if isinstance(m, saga.ReserveStock)]
+    assert sorted((m.partition, [line.sku for line in m.lines]) for m in reserve) == [
+        (0, ["SKU-2"]),
+        (1, ["SKU-1", "SKU-3"]),
+    ]
+    order.stock_reserved(reserved(order, 1), NOW)
+    assert order.step is SagaStep.RESERVING_STOCK and kinds(order) == ["order.accepted", "ReserveStock"]
+    with pytest.raises(TransitionNotAllowed):
+        order.stock_reserved(reserved(order, 1), NOW)  # a duplicate
+    order.stock_reserved(reserved(order, 0), NOW)
+    assert order.step is SagaStep.CHARGING_PAYMENT and order.total == 1000
+    order.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=1000, charge_id="c"), NOW)
+    commits = [m for m in order.outbox() if isinstance(m, saga.CommitStock)]
+    assert sorted((m.partition, m.skus) for m in commits) == [(0, ["SKU-2"]), (1, ["SKU-1", "SKU-3"])]
+
+
+def test_a_partition_that_refuses_releases_the_others_before_the_order_is_cancelled() -> None:
+    order = new_order(("SKU-1", 1), ("SKU-2", 2), partitions=2)
+    order.stock_reserved(reserved(order, 1), NOW)
+    order.stock_reservation_failed(
+        saga.StockReservationFailed(order_id="A-1", partition=0, reason="out_of_stock", skus=["SKU-2"]), NOW
+    )
+    assert (order.status, order.step, order.reason) == (
+        OrderStatus.PENDING,
+        SagaStep.RELEASING_STOCK,
+        "out_of_stock",
+    )
+    (release,) = [m for m in order.outbox() if isinstance(m, saga.ReleaseStock)]
+    assert (release.partition, release.skus) == (1, ["SKU-1"]), "the refusing partition holds nothing"
+    order.stock_released(saga.StockReleased(order_id="A-1", partition=1), NOW)
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, "out_of_stock")
+
+
+def test_a_timeout_while_reserving_releases_every_partition_that_may_hold_stock() -> None:
+    order = new_order(("SKU-1", 1), ("SKU-2", 2), partitions=2)
+    order.stock_reserved(reserved(order, 1), NOW)
+    order.time_out(LATER)
+    assert sorted(m.partition for m in order.outbox() if isinstance(m, saga.ReleaseStock)) == [0, 1]

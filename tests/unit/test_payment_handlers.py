@@ -3,11 +3,11 @@
 from services.payment.domain import PaymentStatus
 from services.payment.handlers import PaymentHandlers
 from shared.contracts import saga
-from tests.unit.fakes import FakeGateway, FakePayments, Outbox
+from tests.unit.fakes import FakeGateway, FakePayments, Recorder, batch
 
 
 def handlers(
-    gateway: FakeGateway, payments: FakePayments, outbox: Outbox, attempts: int = 3
+    gateway: FakeGateway, payments: FakePayments, outbox: Recorder, attempts: int = 3
 ) -> PaymentHandlers:
     return PaymentHandlers(
         payments, {"credit_card": gateway}, outbox, attempts=attempts, backoff_seconds=0, sleep=lambda s: None
@@ -21,10 +21,10 @@ def charge(order_id: str = "A-1") -> saga.ChargePayment:
 
 
 def test_a_charge_is_captured_once_however_often_it_is_asked() -> None:
-    gateway, payments, outbox = FakeGateway(), FakePayments(), Outbox()
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
     h = handlers(gateway, payments, outbox)
-    h.charge_payment(charge())
-    h.charge_payment(charge())
+    h.charge_payment(batch(charge()))
+    h.charge_payment(batch(charge()))
     assert gateway.calls == 1
     assert gateway.charges == {"A-1": 1250}
     assert [type(m).__name__ for m in outbox.sent] == ["PaymentCaptured", "PaymentCaptured"]
@@ -32,46 +32,64 @@ def test_a_charge_is_captured_once_however_often_it_is_asked() -> None:
 
 
 def test_transient_gateway_errors_are_retried_then_succeed() -> None:
-    gateway, payments, outbox = FakeGateway(failures=2), FakePayments(), Outbox()
-    handlers(gateway, payments, outbox).charge_payment(charge())
+    gateway, payments, outbox = FakeGateway(failures=2), FakePayments(), Recorder()
+    handlers(gateway, payments, outbox).charge_payment(batch(charge()))
     assert payments.payments["A-1"].status is PaymentStatus.CAPTURED
     assert payments.payments["A-1"].attempts == 3
 
 
 def test_a_gateway_that_keeps_failing_fails_the_payment_after_bounded_attempts() -> None:
-    gateway, payments, outbox = FakeGateway(failures=99), FakePayments(), Outbox()
-    handlers(gateway, payments, outbox, attempts=3).charge_payment(charge())
+    gateway, payments, outbox = FakeGateway(failures=99), FakePayments(), Recorder()
+    handlers(gateway, payments, outbox, attempts=3).charge_payment(batch(charge()))
     assert gateway.calls == 3
     assert payments.payments["A-1"].status is PaymentStatus.FAILED
     assert [type(m).__name__ for m in outbox.sent] == ["PaymentFailed"]
 
 
 def test_a_declined_charge_is_declined() -> None:
-    gateway, payments, outbox = FakeGateway(approve=False), FakePayments(), Outbox()
-    handlers(gateway, payments, outbox).charge_payment(charge())
+    gateway, payments, outbox = FakeGateway(approve=False), FakePayments(), Recorder()
+    handlers(gateway, payments, outbox).charge_payment(batch(charge()))
     assert [type(m).__name__ for m in outbox.sent] == ["PaymentDeclined"]
 
 
 def test_no_token_is_stored() -> None:
-    gateway, payments, outbox = FakeGateway(), FakePayments(), Outbox()
-    handlers(gateway, payments, outbox).charge_payment(charge())
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
+    handlers(gateway, payments, outbox).charge_payment(batch(charge()))
     assert "tok_visa" not in repr(vars(payments.payments["A-1"]))
 
 
 def test_a_refund_refunds_a_captured_charge_once() -> None:
-    gateway, payments, outbox = FakeGateway(), FakePayments(), Outbox()
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
     h = handlers(gateway, payments, outbox)
-    h.charge_payment(charge())
-    h.refund_payment(saga.RefundPayment(order_id="A-1"))
-    h.refund_payment(saga.RefundPayment(order_id="A-1"))
+    h.charge_payment(batch(charge()))
+    h.refund_payment(batch(saga.RefundPayment(order_id="A-1")))
+    h.refund_payment(batch(saga.RefundPayment(order_id="A-1")))
     assert len(gateway.refunds) == 1
     assert payments.payments["A-1"].status is PaymentStatus.REFUNDED
 
 
 def test_a_refund_before_any_charge_voids_the_payment_so_no_charge_follows() -> None:
-    gateway, payments, outbox = FakeGateway(), FakePayments(), Outbox()
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
     h = handlers(gateway, payments, outbox)
-    h.refund_payment(saga.RefundPayment(order_id="A-1"))
-    h.charge_payment(charge())
+    h.refund_payment(batch(saga.RefundPayment(order_id="A-1")))
+    h.charge_payment(batch(charge()))
     assert gateway.calls == 0
     assert payments.payments["A-1"].status is PaymentStatus.VOIDED
+
+
+def test_a_batch_of_charges_charges_each_order_once() -> None:
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
+    h = handlers(gateway, payments, outbox)
+    h.charge_payment(batch(charge("A-1"), charge("A-2"), charge("A-1")))
+    h.charge_payment(batch(charge("A-2")))
+    assert gateway.charges == {"A-1": 1250, "A-2": 1250}
+    assert sorted(m.order_id for m in outbox.sent) == ["A-1", "A-2", "A-2"]
+
+
+def test_a_charge_by_an_unknown_method_is_rejected_and_the_rest_of_its_batch_goes_on() -> None:
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
+    strange = charge("A-9").model_copy(update={"method": "cash"})
+    charges = batch(strange, charge("A-1"))
+    handlers(gateway, payments, outbox).charge_payment(charges)
+    assert [(m.order_id, "no gateway" in why) for m, why in charges.rejected] == [("A-9", True)]
+    assert gateway.charges == {"A-1": 1250}

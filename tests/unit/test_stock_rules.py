@@ -9,8 +9,8 @@ from services.inventory.domain import (
     StockError,
     crossed_low_threshold,
     decide_reservation,
-    merge_lines,
 )
+from shared.contracts.intake import units_per_sku
 
 
 def product(sku: str, available: int, price: int = 100, threshold: int = 0) -> Product:
@@ -98,4 +98,4 @@ def test_low_stock_fires_only_when_crossing_the_threshold() -> None:
 
 
 def test_lines_of_one_sku_are_merged() -> None:
-    assert merge_lines([("A", 1), ("B", 2), ("A", 3)]) == {"A": 4, "B": 2}
+    assert units_per_sku([("A", 1), ("B", 2), ("A", 3)]) == {"A": 4, "B": 2}

@@ -1,0 +1,77 @@
+"""Where each saga message goes, and how messages travel there: as dramatiq messages, many per message.
+
+A saga message travels as an argument of a dramatiq message for the actor named after its type
+(`ReserveStock` -> `reserve_stock`). Messages of one type for one queue that a handler produced
+together travel together, as the arguments of one dramatiq message (an envelope): a batch of
+replies costs one publish, one delivery and one ack. One message alone is an envelope of one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import dramatiq
+
+from shared.contracts import saga
+from shared.contracts.base import Message, derive_id
+from shared.messaging import topology
+
+# The most saga messages one envelope carries.
+ENVELOPE_LIMIT = 100
+
+# Which queue consumes each saga message; stock commands go to the partition they name.
+ROUTES: dict[type[Message], str] = {
+    saga.ChargePayment: topology.PAYMENT_QUEUE,
+    saga.RefundPayment: topology.PAYMENT_QUEUE,
+    saga.StockReserved: topology.ORDER_SAGA_QUEUE,
+    saga.StockReservationFailed: topology.ORDER_SAGA_QUEUE,
+    saga.StockReleased: topology.ORDER_SAGA_QUEUE,
+    saga.PaymentCaptured: topology.ORDER_SAGA_QUEUE,
+    saga.PaymentDeclined: topology.ORDER_SAGA_QUEUE,
+    saga.PaymentFailed: topology.ORDER_SAGA_QUEUE,
+    saga.PaymentRefunded: topology.ORDER_SAGA_QUEUE,
+    saga.StepDeadline: topology.ORDER_SAGA_QUEUE,
+}
+
+
+def queue_of(message: Message) -> str:
+    """The queue that consumes `message`."""
+    if isinstance(message, saga.STOCK_COMMANDS):
+        return topology.stock_queue(message.partition)
+    return ROUTES[type(message)]
+
+
+def home_queue(message_type: type[Message]) -> str:
+    """The queue an actor is declared on (stock commands: the first partition's, nominally)."""
+    if issubclass(message_type, saga.STOCK_COMMANDS):
+        return topology.stock_queue(0)
+    return ROUTES[message_type]
+
+
+def actor_name(message_type: type[Message]) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", message_type.__name__).lower()
+
+
+def envelopes(queue: str, messages: Sequence[Message]) -> list[dramatiq.Message]:
+    """The dramatiq messages that carry `messages` (all of one type) to `queue`."""
+    assert len({type(message) for message in messages}) == 1, "an envelope carries one type"
+    actor = actor_name(type(messages[0]))
+    carried: list[dramatiq.Message[Any]] = []
+    for start in range(0, len(messages), ENVELOPE_LIMIT):
+        chunk = messages[start : start + ENVELOPE_LIMIT]
+        carried.append(
+            dramatiq.Message(
+                queue_name=queue,
+                actor_name=actor,
+                args=tuple(message.model_dump(mode="json") for message in chunk),
+                kwargs={},
+                options={},
+                # The same messages travel in an envelope of the same id, however often they are sent.
+                message_id=chunk[0].message_id
+                if len(chunk) == 1
+                else derive_id(*(message.message_id for message in chunk)),
+            )
+        )
+    return carried

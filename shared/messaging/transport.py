@@ -1,0 +1,108 @@
+"""A worker's messaging, wired once from the settings: topology, publisher, outbox, delivery policy.
+
+Nothing here connects when it is built; connections open on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from kombu import Connection, Queue
+
+from shared.contracts.base import Message
+from shared.messaging.delivery import DeliveryPolicy, retry_delays
+from shared.messaging.exchanges import Decoder, QueueConsumer
+from shared.messaging.outbox import Outbox
+from shared.messaging.ports import Batch
+from shared.messaging.publisher import Publisher
+from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.messaging.topology import Topology
+from shared.settings import Settings
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+
+class Transport:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.publisher = Publisher(settings.amqp_url)
+        self.step_timeout = timedelta(seconds=settings.step_timeout)
+        delays = retry_delays(settings.max_retries, settings.min_backoff_ms, settings.max_backoff_ms) | {
+            round(settings.step_timeout * 1000)
+        }
+        self.topology = Topology(partitions=settings.inventory_partitions, delays=delays)
+        self.outbox = Outbox(delays)
+        self.policy = DeliveryPolicy(
+            self.outbox,
+            self.publisher,
+            max_retries=settings.max_retries,
+            min_backoff_ms=settings.min_backoff_ms,
+            max_backoff_ms=settings.max_backoff_ms,
+        )
+        self._bus: SagaBus | None = None
+
+    @property
+    def bus(self) -> SagaBus:
+        """The saga's dramatiq actors; only workers that consume saga queues create it."""
+        if self._bus is None:
+            self._bus = SagaBus(SagaBroker(self.settings), self.policy)
+        return self._bus
+
+    @property
+    def has_bus(self) -> bool:
+        return self._bus is not None
+
+    def consumer(
+        self,
+        queue: Queue,
+        decode: Decoder[M],
+        handle: Callable[[Batch[M]], None],
+        admit: Callable[[], bool] | None = None,
+    ) -> Callable[[], QueueConsumer[Any]]:
+        """A factory of consumers of a public queue (one per consumer thread); `admit`, if given,
+        says whether to take more messages now."""
+        return lambda: QueueConsumer(
+            self.settings.amqp_url,
+            queue,
+            decode,
+            handle,
+            self.policy,
+            batch_size=self.settings.batch_size,
+            admit=admit,
+        )
+
+    def flushing(self, task: Callable[[], T]) -> Callable[[], T]:
+        """`task`, for running outside any delivery (periodically): what it says is published,
+        confirmed, once it returns, and dropped if it raises."""
+
+        def run() -> T:
+            try:
+                result = task()
+            except BaseException:
+                self.outbox.discard()
+                raise
+            self.publisher.publish(self.outbox.take())
+            return result
+
+        return run
+
+    def send(self, *messages: Message) -> None:
+        """Send saga messages now, outside any delivery (the CLI does), confirmed."""
+
+        def send_all() -> None:
+            for message in messages:
+                self.outbox.send(message)
+
+        self.flushing(send_all)()
+
+    def declare(self) -> None:
+        with Connection(self.settings.amqp_url) as connection:
+            self.topology.declare(connection)
+
+    def close(self) -> None:
+        self.publisher.close()
+        if self._bus is not None:
+            self._bus.broker.close()

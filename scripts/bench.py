@@ -1,91 +1,134 @@
-"""`make bench`: end-to-end throughput and saga latency of the five workers on this machine.
+"""`make bench`: the standard benchmark set, its figures as JSON and a plot of latency against load.
 
-Starts `orderflow run` against a database prefix of its own, stocks a few SKUs, publishes N orders
-to the intake as fast as it can, and reports how long they took to settle and the percentiles of
-acceptance-to-outcome time, read from each order's history. Usage: bench.py [ORDERS] [THREADS]
+Runs `orderflow bench --json` once per scenario (each starts its own workers in a sandbox), writes
+every result to docs/performance/results.json, plots the latency percentiles against the offered
+rate to docs/performance/latency-vs-rate.png, and prints a Markdown summary.
+
+    scripts/bench.py                 # the standard set (about 25 minutes on 2 cores)
+    scripts/bench.py burst paced     # some of it: burst, paced, lines, scaling, sweep
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
-from services.order.domain import OrderStatus
-from services.order.store import OrderRepository
-from shared import store
-from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
-from shared.settings import Settings
+OUT = Path(__file__).resolve().parents[1] / "docs" / "performance"
 
-ORDERFLOW = str(Path(sys.executable).with_name("orderflow"))
-
-
-def main() -> int:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    threads = sys.argv[2] if len(sys.argv) > 2 else "4"
-    prefix = f"bench_{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "ORDERFLOW_DB_PREFIX": prefix, "ORDERFLOW_LOG_LEVEL": "WARNING"}
-    settings = Settings(db_prefix=prefix)
-    workers = subprocess.Popen([ORDERFLOW, "run", "--threads", threads], env=env, stdout=subprocess.DEVNULL)
-    try:
-        skus = [f"BENCH-{n}" for n in range(10)]
-        for sku in skus:
-            subprocess.run(
-                [ORDERFLOW, "stock", "set", sku, "--quantity", str(count), "--price", "1.00", "--wait", "90"],
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        tag = uuid.uuid4().hex[:6]
-        orders = [
-            {
-                "order_id": f"B-{tag}-{n}",
-                "customer": {"customer_id": f"C-{n}", "name": "Bench", "email": f"bench{n}@example.com"},
-                "items": [{"sku": skus[n % len(skus)], "quantity": 1}],
-                "payment": {"method": "credit_card", "token": "tok_visa"},
-            }
-            for n in range(count)
+SCENARIOS: dict[str, list[tuple[str, list[str]]]] = {
+    "burst": [("10,000 single-line orders at once, with the floor", ["--orders", "10000", "--floor"])],
+    "paced": [("50 orders/s for 60 s", ["--rate", "50", "--duration", "60"])],
+    "lines": [
+        ("5,000 orders of 3 lines over 50 SKUs at once", ["--orders", "5000", "--lines", "3", "--skus", "50"])
+    ],
+    "scaling": [
+        (f"3,000 at once, {label}", ["--orders", "3000", *args])
+        for label, args in [
+            ("1 thread", ["--threads", "1"]),
+            ("2 threads", ["--threads", "2"]),
+            ("4 threads", ["--threads", "4"]),
+            ("8 threads", ["--threads", "8"]),
+            ("2 order processes", ["--processes", "order=2"]),
+            ("2 inventory processes, 2 partitions", ["--processes", "inventory=2", "--partitions", "2"]),
+            ("2 partitions", ["--partitions", "2"]),
+            ("4 partitions", ["--partitions", "4"]),
         ]
-        started = time.monotonic()
-        with connect(settings.amqp_url) as connection:
-            declare_public_topology(connection)
-            publisher = EventPublisher(connection)
-            for order in orders:
-                publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, json.dumps(order).encode())
-        published = time.monotonic() - started
-        repository = OrderRepository(store.database(store.connect(settings), settings, "order"))
-        pending = {order["order_id"] for order in orders}
-        latencies: list[float] = []
-        while pending and time.monotonic() - started < 600:
-            for order_id in list(pending):
-                order = repository.get(order_id)
-                if order is not None and order.status is not OrderStatus.PENDING:
-                    pending.discard(order_id)
-                    latencies.append((order.history[-1].at - order.history[0].at).total_seconds())
-            time.sleep(0.5)
-        elapsed = time.monotonic() - started
-        settled = count - len(pending)
-        cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-        print(f"orders: {count} published in {published:.1f} s, {settled} settled in {elapsed:.1f} s")
-        print(f"throughput: {settled / elapsed:.0f} orders/s end to end ({threads} threads per worker)")
-        p50, p95, p99 = cuts[49], cuts[94], cuts[98]
-        print(f"saga latency (accepted to outcome): p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s")
-        return 0 if not pending else 1
-    finally:
-        workers.send_signal(signal.SIGTERM)
-        workers.wait(60)
-        client = store.connect(settings)
-        for name in client.list_database_names():
-            if name.startswith(prefix):
-                client.drop_database(name)
+    ],
+    "sweep": [
+        (f"{rate} orders/s for 30 s", ["--rate", str(rate), "--duration", "30"])
+        for rate in (10, 20, 30, 40, 50, 60, 80, 100)
+    ],
+}
+
+
+COLUMNS = (
+    "run",
+    "orders/s",
+    "p50 ms",
+    "p99 ms",
+    "timeouts",
+    "publishes/order",
+    "store ops/order",
+    "CPU ms/order",
+    "busiest",
+    "vs floor",
+)
+
+
+def run(args: list[str]) -> dict[str, Any]:
+    orderflow = str(Path(sys.executable).with_name("orderflow"))
+    done = subprocess.run([orderflow, "bench", "--json", *args], capture_output=True, text=True, timeout=3600)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"orderflow bench {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout))
+
+
+def plot(sweep: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [result["load"]["rate"] for result in sweep]
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+        axes.plot(rates, [1000 * result["latency_seconds"][key] for result in sweep], style, label=key)
+    axes.axhline(500, color="grey", linestyle="--", linewidth=0.8, label="500 ms")
+    axes.set_yscale("log")
+    axes.set_xlabel("offered rate (orders/s, single-line orders, 30 s each)")
+    axes.set_ylabel("publish to terminal event (ms)")
+    axes.set_title("Orderflow latency against load, 2 cores, all services local")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def summary_row(name: str, result: dict[str, Any]) -> str:
+    latency, per_order = result["latency_seconds"], result["per_order"]
+    floor = (
+        f"{result['ratio_to_floor']:.0%} ({result['floor']['orders_per_second']:.0f}/s)"
+        if "floor" in result
+        else ""
+    )
+    busiest = max(result["cpu_share"].items(), key=lambda item: item[1])
+    return (
+        f"| {name} | {result['orders_per_second']:.1f} "
+        f"| {1000 * latency['p50']:.0f} | {1000 * latency['p99']:.0f} "
+        f"| {result['timeouts']} | {per_order['publishes']:.2f} | {per_order['store_operations']:.2f} "
+        f"| {per_order['cpu_ms']:.1f} | {busiest[0]} {busiest[1]:.0%} | {floor} |"
+    )
+
+
+def main(chosen: list[str]) -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_path = OUT / "results.json"
+    results: dict[str, list[dict[str, Any]]] = (
+        json.loads(results_path.read_text()) if results_path.exists() else {}
+    )
+    for scenario in chosen or list(SCENARIOS):
+        results[scenario] = []
+        for name, args in SCENARIOS[scenario]:
+            started = time.monotonic()
+            print(f"{scenario}: {name} ...", file=sys.stderr, flush=True)
+            result = run(args)
+            result["name"] = name
+            results[scenario].append(result)
+            print(f"  {summary_row(name, result)}  ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+            results_path.write_text(json.dumps(results, indent=1))
+    if results.get("sweep"):
+        plot(results["sweep"], OUT / "latency-vs-rate.png")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|---" * len(COLUMNS) + "|")
+    for scenario in results.values():
+        for result in scenario:
+            print(summary_row(result["name"], result))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_purge = dlq.add_parser("purge", help="delete every message of a dead-letter queue")
     dlq_purge.add_argument("queue")
 
+    bench = commands.add_parser(
+        "bench", help="throughput and latency on the real services (starts its own workers in a sandbox)"
+    )
+    from services.bench.cli import add_arguments
+
+    add_arguments(bench)
+
     report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
     sales = report.add_parser("sales", help="sales: orders, units and revenue")
     sales.add_argument("--json", action="store_true")
@@ -127,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "replay":
             return operations.dlq_replay(settings, args.queue, args.message_id, args.all)
         return operations.dlq_purge(settings, args.queue)
+    if args.command == "bench":
+        from services.bench.cli import run
+
+        return run(settings, args)
     from services.reporting import cli as reporting
 
     return reporting.sales(settings, args.json)

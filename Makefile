@@ -38,8 +38,8 @@ e2e: setup services
 faults: setup services
 	$(BIN)/pytest tests/faults
 
-bench: setup services  ## end-to-end throughput and saga latency: make bench ORDERS=500
-	$(BIN)/python scripts/bench.py $(or $(ORDERS),500)
+bench: setup services  ## the standard benchmark set (docs/performance.md); make bench RUNS="burst paced"
+	$(BIN)/python scripts/bench.py $(RUNS)
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -92,7 +92,8 @@ def run_orderflow(base: Settings, work: Load, deployment: Deployment, logs: Path
             service: partial(probes.with_descendants, pid) for service, pid in pools.items()
         }
         orders = load.make_orders(work, tag=settings.db_prefix[-6:])
-        result = _drive("orderflow", settings, work, orders, _intake, groups)
+        consumed = Topology(partitions=settings.inventory_partitions).consumed_queues
+        result = _drive("orderflow", settings, work, orders, _intake, groups, consumed)
         result.deployment = deployment
         result.stock = _check_stock(settings, work, orders, result)
         return result
@@ -104,7 +105,7 @@ def run_floor(base: Settings, work: Load) -> Result:
         with floor.running(settings.amqp_url, settings.mongo_url, database) as pids:
             groups: dict[str, Callable[[], list[int]]] = {"floor hops": lambda: pids}
             orders = load.make_orders(work, tag=settings.db_prefix[-6:])
-            return _drive("floor", settings, work, orders, floor.intake, groups)
+            return _drive("floor", settings, work, orders, floor.intake, groups, list(floor.HOPS))
 
 
 def _intake(body: bytes) -> Outgoing:
@@ -118,6 +119,7 @@ def _drive(
     orders: list[dict[str, Any]],
     target: Callable[[bytes], Outgoing],
     groups: dict[str, Callable[[], list[int]]],
+    queues: list[str],
 ) -> Result:
     bodies = [(order["order_id"], json.dumps(order).encode()) for order in orders]
     meter = probes.CpuMeter(
@@ -142,7 +144,7 @@ def _drive(
                 outcomes, len(bodies), lambda: progress.show(len(published), len(outcomes.settled))
             )
             progress.done()
-            _wait_until_drained(settings)
+            _wait_until_drained(settings, queues)
             cpu = meter.stop()
             after = probes.counts(settings.mongo_url)
             observed = load.observed(published, outcomes)
@@ -174,11 +176,10 @@ def _wait_until_settled(outcomes: load.Outcomes, expected: int, show: Callable[[
         time.sleep(0.2)
 
 
-def _wait_until_drained(settings: Settings, limit: float = 30.0) -> None:
-    """Until every consumed queue is empty twice in a row, half a second apart: the work that
-    trails the outcomes (commits, notifications, reports) is done. The step timers still waiting in
-    the delay queues are left out: they fire a step timeout later, whatever the run."""
-    queues = Topology(partitions=settings.inventory_partitions).consumed_queues
+def _wait_until_drained(settings: Settings, queues: list[str], limit: float = 30.0) -> None:
+    """Until every one of `queues` is empty twice in a row, half a second apart: the work that
+    trails the outcomes (commits, notifications, reports) is done. Orderflow's step timers still
+    waiting in its delay queues are left out: they fire a step timeout later, whatever the run."""
     probe = RabbitQueueProbe(settings.amqp_url)
     deadline, empty_before = time.monotonic() + limit, False
     try:

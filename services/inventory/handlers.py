@@ -56,8 +56,8 @@ class InventoryHandlers:
     def reserve_stock(self, batch: Batch[saga.ReserveStock]) -> None:
         """Hold every line of each order, or none; reply either way (again, on a redelivery)."""
         commands = self._owned(batch, lambda command: [line.sku for line in command.lines])
-        with self._partition(commands) as changed:
-            decided = self.reservations.get_many(command.order_id for command in commands)
+        with self._partition(commands) as (partition, changed):
+            decided = self.reservations.get_many(partition, (command.order_id for command in commands))
             products = self.products.get_many(line.sku for command in commands for line in command.lines)
             new: list[Reservation] = []
             for command in commands:
@@ -75,7 +75,7 @@ class InventoryHandlers:
                     self.replies.send(_reply(reservation, command.partition))
             # Holds first: a reservation on record means its units are held.
             self.products.save(changed.values())
-            self.reservations.add(new)
+            self.reservations.add(partition, new)
 
     def _reserve(
         self, command: saga.ReserveStock, products: dict[str, Product], changed: dict[str, Product]
@@ -101,8 +101,8 @@ class InventoryHandlers:
     def release_stock(self, batch: Batch[saga.ReleaseStock]) -> None:
         """Compensation: give back the units each order holds. Releasing twice, or nothing, is fine."""
         commands = self._owned(batch, lambda command: command.skus)
-        with self._partition(commands) as changed:
-            decided = self.reservations.get_many(command.order_id for command in commands)
+        with self._partition(commands) as (partition, changed):
+            decided = self.reservations.get_many(partition, (command.order_id for command in commands))
             skus = {sku for command in commands for sku in self._skus_held(command, decided)}
             products = self.products.get_many(skus)
             released = []
@@ -124,12 +124,12 @@ class InventoryHandlers:
                     )
                 )
             self.products.save(changed.values())
-            self.reservations.replace(released)
+            self.reservations.replace(partition, released)
 
     def commit_stock(self, batch: Batch[saga.CommitStock]) -> None:
         """The orders are confirmed: the units they hold are sold (committing twice changes nothing)."""
         commands = self._owned(batch, lambda command: command.skus)
-        with self._partition(commands) as changed:
+        with self._partition(commands) as (_, changed):
             products = self.products.get_many(sku for command in commands for sku in command.skus)
             for command in commands:
                 for sku in command.skus:
@@ -139,7 +139,7 @@ class InventoryHandlers:
 
     def set_stock(self, batch: Batch[saga.SetStock]) -> None:
         commands = self._owned(batch, lambda command: [command.sku])
-        with self._partition(commands) as changed:
+        with self._partition(commands) as (_, changed):
             products = self.products.get_many(command.sku for command in commands)
             for command in commands:
                 product = products.get(command.sku) or Product(command.sku, command.name, command.price)
@@ -161,7 +161,7 @@ class InventoryHandlers:
 
     def restock(self, batch: Batch[saga.Restock]) -> None:
         commands = self._owned(batch, lambda command: [command.sku])
-        with self._partition(commands) as changed:
+        with self._partition(commands) as (_, changed):
             products = self.products.get_many(command.sku for command in commands)
             for command in commands:
                 product = products.get(command.sku)
@@ -201,11 +201,12 @@ class InventoryHandlers:
         return owned
 
     @contextmanager
-    def _partition(self, commands: Sequence[saga.StockCommand]) -> Iterator[dict[str, Product]]:
-        """One batch at a time per partition; yields the products the batch changes, by SKU."""
+    def _partition(self, commands: Sequence[saga.StockCommand]) -> Iterator[tuple[int, dict[str, Product]]]:
+        """One batch at a time per partition (a batch comes from one partition's queue); yields the
+        partition, and the products the batch changes, by SKU."""
         partition = commands[0].partition if commands else 0
         with self._locks[partition]:
-            yield {}
+            yield partition, {}
 
     def _skus_held(self, command: saga.ReleaseStock, decided: dict[str, Reservation]) -> list[str]:
         """The SKUs the command names, and those its reservation says were held (older commands

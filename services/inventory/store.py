@@ -112,34 +112,48 @@ class CachedProducts:
 
 
 class ReservationRepository:
+    """Each partition's decision for each order, kept so a redelivered command gets the same answer.
+
+    An order spanning partitions has a decision in each: they are stored under `<order id>:<partition>`.
+    """
+
     def __init__(self, db: Database) -> None:
         self._reservations = db["reservations"]
 
-    def get_many(self, order_ids: Iterable[str]) -> dict[str, Reservation]:
-        ids = sorted(set(order_ids))
+    def get_many(self, partition: int, order_ids: Iterable[str]) -> dict[str, Reservation]:
+        ids = sorted({_key(order_id, partition) for order_id in order_ids})
         if not ids:
             return {}
-        return {doc["_id"]: _reservation(doc) for doc in self._reservations.find({"_id": {"$in": ids}})}
+        return {doc["order_id"]: _reservation(doc) for doc in self._reservations.find({"_id": {"$in": ids}})}
 
-    def add(self, reservations: Iterable[Reservation]) -> None:
+    def add(self, partition: int, reservations: Iterable[Reservation]) -> None:
         """Record decisions for orders that had none (one insert for all of them); any that had
         one (a decision an earlier version left half-made) is overwritten."""
-        documents = [_reservation_document(reservation) for reservation in reservations]
+        reservations = list(reservations)
+        documents = [_reservation_document(reservation, partition) for reservation in reservations]
         taken = insert_new(self._reservations, documents)
-        self.replace([reservation for reservation in reservations if reservation.order_id in taken])
+        self.replace(partition, [r for r in reservations if _key(r.order_id, partition) in taken])
 
-    def replace(self, reservations: Iterable[Reservation]) -> None:
+    def replace(self, partition: int, reservations: Iterable[Reservation]) -> None:
         writes = [
-            ReplaceOne({"_id": reservation.order_id}, _reservation_document(reservation), upsert=True)
+            ReplaceOne(
+                {"_id": _key(reservation.order_id, partition)},
+                _reservation_document(reservation, partition),
+                upsert=True,
+            )
             for reservation in reservations
         ]
         if writes:
             self._reservations.bulk_write(writes, ordered=False)
 
 
+def _key(order_id: str, partition: int) -> str:
+    return f"{order_id}:{partition}"
+
+
 def _reservation(document: dict[str, Any]) -> Reservation:
     return Reservation(
-        order_id=document["_id"],
+        order_id=document["order_id"],
         status=ReservationStatus(document["status"]),
         lines=[ReservedLine(**line) for line in document.get("lines", [])],
         reason=RejectReason(document["reason"]) if document.get("reason") else None,
@@ -147,9 +161,11 @@ def _reservation(document: dict[str, Any]) -> Reservation:
     )
 
 
-def _reservation_document(reservation: Reservation) -> dict[str, Any]:
+def _reservation_document(reservation: Reservation, partition: int) -> dict[str, Any]:
     return {
-        "_id": reservation.order_id,
+        "_id": _key(reservation.order_id, partition),
+        "order_id": reservation.order_id,
+        "partition": partition,
         "status": reservation.status.value,
         "lines": [vars(line) for line in reservation.lines],
         "reason": reservation.reason.value if reservation.reason else None,

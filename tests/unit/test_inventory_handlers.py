@@ -43,18 +43,29 @@ class FakeProducts:
 
 
 class FakeReservations:
+    """Decisions per partition and order, as the repository keeps them."""
+
     def __init__(self) -> None:
-        self.reservations: dict[str, Reservation] = {}
+        self.decisions: dict[tuple[int, str], Reservation] = {}
 
-    def get_many(self, order_ids: Iterable[str]) -> dict[str, Reservation]:
-        return {i: copy.deepcopy(self.reservations[i]) for i in order_ids if i in self.reservations}
+    @property
+    def reservations(self) -> dict[str, Reservation]:
+        """Partition 0's decisions, by order."""
+        return {order_id: r for (partition, order_id), r in self.decisions.items() if partition == 0}
 
-    def add(self, reservations: Iterable[Reservation]) -> None:
-        self.replace(reservations)
+    def get_many(self, partition: int, order_ids: Iterable[str]) -> dict[str, Reservation]:
+        return {
+            i: copy.deepcopy(self.decisions[(partition, i)])
+            for i in order_ids
+            if (partition, i) in self.decisions
+        }
 
-    def replace(self, reservations: Iterable[Reservation]) -> None:
+    def add(self, partition: int, reservations: Iterable[Reservation]) -> None:
+        self.replace(partition, reservations)
+
+    def replace(self, partition: int, reservations: Iterable[Reservation]) -> None:
         for reservation in reservations:
-            self.reservations[reservation.order_id] = copy.deepcopy(reservation)
+            self.decisions[(partition, reservation.order_id)] = copy.deepcopy(reservation)
 
 
 def reserve(*lines: tuple[str, int], order_id: str = "o-1") -> Batch[saga.ReserveStock]:
@@ -123,3 +134,18 @@ def test_a_command_for_a_sku_of_another_partition_is_rejected_not_decided() -> N
     ((_, reason),) = commands.rejected
     assert "ORDERFLOW_INVENTORY_PARTITIONS" in reason
     assert products.products["A"].reserved == 0 and outbox.sent == []
+
+
+def test_each_partition_decides_for_its_own_lines_of_an_order() -> None:
+    products = FakeProducts(Product("A", "A", 100, available=0), Product("B", "B", 100, available=5))
+    reservations, outbox = FakeReservations(), Recorder()
+    handlers = InventoryHandlers(
+        products, reservations, outbox, outbox, partition_of=lambda sku: 0 if sku == "A" else 1
+    )
+    lines = {"A": saga.StockLine(sku="A", quantity=1), "B": saga.StockLine(sku="B", quantity=2)}
+    handlers.reserve_stock(batch(saga.ReserveStock(order_id="o-1", partition=0, lines=[lines["A"]])))
+    handlers.reserve_stock(batch(saga.ReserveStock(order_id="o-1", partition=1, lines=[lines["B"]])))
+    refused, reserved = outbox.sent
+    assert (type(refused).__name__, refused.partition) == ("StockReservationFailed", 0)
+    assert (type(reserved).__name__, reserved.partition) == ("StockReserved", 1), "not partition 0's answer"
+    assert products.products["B"].reserved == 2

@@ -30,10 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one worker pool in the foreground")
     worker.add_argument("service", choices=SERVICES)
     worker.add_argument("--processes", type=_positive, default=1)
-    worker.add_argument("--threads", type=_positive, default=4)
+    worker.add_argument("--threads", type=_positive, default=8)
 
     run = commands.add_parser("run", help="run all five worker pools, one process each")
-    run.add_argument("--threads", type=_positive, default=4)
+    run.add_argument("--threads", type=_positive, default=8)
 
     stock = commands.add_parser("stock", help="catalog and stock").add_subparsers(
         dest="action", required=True

@@ -66,6 +66,14 @@ class WorkerApp:
 Bootstrap = Callable[[Settings], WorkerApp]
 
 
+def consumers_per_queue(threads: int) -> int:
+    """Consumers of each public queue. Each takes batches (all its queue holds, up to a batch), so a
+    few keep up with any rate; more would split a backlog into smaller, costlier batches. The
+    threads of the saga's actors are the other way around: an envelope that waits joins the next
+    batch, so more threads make bigger batches under load."""
+    return max(1, min(2, threads // 2))
+
+
 def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, slots: int = 1) -> None:
     """Run `app` with `threads` threads per queue until `stop` is set, then drain and close."""
     if not _when_reachable(lambda: _start(app), stop, app.name):
@@ -86,7 +94,7 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, sl
     consumer_threads = [
         ConsumerThread(make_consumer(), name=f"{app.name}-consumer-{i}")
         for make_consumer in app.consumers
-        for i in range(threads)
+        for i in range(consumers_per_queue(threads))
     ]
     for thread in consumer_threads:
         thread.start()

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     # Sagas an order worker process keeps under way at once; more orders wait in the intake queue,
     # where they hold no stock and no step's clock runs for them.
-    max_in_flight: int = Field(default=1000, ge=1)
+    max_in_flight: int = Field(default=500, ge=1)
     # The most messages a consumer takes off a queue and handles together.
     batch_size: int = Field(default=100, ge=1, le=1000)
     # Stock is partitioned by SKU, one single-active-consumer queue per partition. Every process

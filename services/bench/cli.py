@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decline-ratio", type=float, default=0.0, help="share of orders whose payment is declined"
     )
     deployment = parser.add_argument_group("deployment")
-    deployment.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
+    deployment.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
     deployment.add_argument(
         "--processes",
         action="append",

@@ -40,7 +40,7 @@ UNIT_PRICE = 100  # minor units
 class Deployment:
     """How Orderflow runs during a benchmark."""
 
-    threads: int = 4
+    threads: int = 8
     processes: dict[str, int] = field(default_factory=dict)  # service -> processes (default 1)
     partitions: int = 1
     batch_size: int | None = None

@@ -56,7 +56,7 @@ class OrderHandlers:
         currency: str,
         step_timeout: timedelta = timedelta(seconds=30),
         partition_of: Callable[[str], int] = lambda sku: 0,
-        max_in_flight: int = 1000,
+        max_in_flight: int = 500,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.orders = orders

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_purge = dlq.add_parser("purge", help="delete every message of a dead-letter queue")
     dlq_purge.add_argument("queue")
 
+    topology = commands.add_parser("topology", help="the broker's exchanges and queues").add_subparsers(
+        dest="action", required=True
+    )
+    topology.add_parser(
+        "upgrade", help="redeclare idle queues an older release declared with other arguments"
+    )
+
     bench = commands.add_parser(
         "bench", help="throughput and latency on the real services (starts its own workers in a sandbox)"
     )
@@ -134,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "replay":
             return operations.dlq_replay(settings, args.queue, args.message_id, args.all)
         return operations.dlq_purge(settings, args.queue)
+    if args.command == "topology":
+        from services import operations
+
+        return operations.topology_upgrade(settings)
     if args.command == "bench":
         from services.bench.cli import run
 

@@ -1,8 +1,10 @@
-"""`orderflow dlq ...`: inspect, replay and purge the dead-letter queues of every worker."""
+"""`orderflow dlq ...`: inspect, replay and purge the dead-letter queues of every worker;
+`orderflow topology upgrade`: bring the broker's queues in line with this release."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +12,7 @@ from kombu import Connection
 
 from shared.messaging.dead_letters import DeadLetterOffice, UnknownQueue, dead_letter_queues, resolve
 from shared.messaging.publisher import Publisher
+from shared.messaging.transport import topology_of
 from shared.settings import Settings
 
 
@@ -79,3 +82,16 @@ def dlq_purge(settings: Settings, queue: str) -> int:
         purged = office.purge(dead)
     print(f"purged {purged} message(s) from {dead}")
     return 0
+
+
+def topology_upgrade(settings: Settings) -> int:
+    """Bring the broker's queues in line with this release; 1 while some are left to the operator."""
+    with Connection(settings.amqp_url) as connection:
+        done, left = topology_of(settings).upgrade(connection)
+    for line in done:
+        print(line)
+    for line in left:
+        print(f"left alone: {line}; stop its consumers, drain it and run this again", file=sys.stderr)
+    if not done and not left:
+        print("the broker already matches this release")
+    return 1 if left else 0

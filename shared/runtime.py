@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 
 from shared import logs, metrics
 from shared.messaging.exchanges import ConsumerThread, QueueConsumer
+from shared.messaging.topology import TopologyConflict
 from shared.messaging.transport import Transport
 from shared.settings import Settings
 
@@ -170,7 +171,8 @@ def _start(app: WorkerApp) -> None:
 
 
 def _when_reachable(start: Callable[[], None], stop: threading.Event, name: str) -> bool:
-    """Run `start` once RabbitMQ and the store answer, retrying with backoff; False if stopped first."""
+    """Run `start` once RabbitMQ and the store answer and the broker's queues match this release,
+    retrying with backoff; False if stopped first."""
     delay = 1.0
     while not stop.is_set():
         try:
@@ -178,8 +180,10 @@ def _when_reachable(start: Callable[[], None], stop: threading.Event, name: str)
             return True
         except DEPENDENCY_ERRORS as e:
             log.warning("%s cannot start yet (%s); retrying in %.0f s", name, e, delay)
-            stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+        except TopologyConflict as e:
+            log.error("%s cannot start: %s; retrying in %.0f s", name, e, delay)
+        stop.wait(delay)
+        delay = min(delay * 2, 30.0)
     return False
 
 

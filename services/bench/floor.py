@@ -18,6 +18,7 @@ from typing import Any
 import pika
 from pymongo import MongoClient
 
+from services.bench import probes
 from shared.messaging import topology
 from shared.messaging.publisher import Outgoing
 
@@ -77,7 +78,15 @@ def running(amqp_url: str, mongo_url: str, database: str) -> Iterator[list[int]]
     ]
     for hop in hops:
         hop.start()
+
+    def exited() -> str | None:
+        for hop in hops:
+            if hop.exitcode is not None:
+                return f"{hop.name} exited with code {hop.exitcode}"
+        return None
+
     try:
+        probes.wait_until_consuming(amqp_url, list(HOPS), exited)
         yield [hop.pid for hop in hops if hop.pid is not None]
     finally:
         for hop in hops:

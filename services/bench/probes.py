@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pymongo import MongoClient
+
+from shared.messaging.probe import RabbitQueueProbe
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RABBITMQ_METRICS_URL = "http://127.0.0.1:15692/metrics"
@@ -146,3 +149,27 @@ def _store_operations(mongo_url: str) -> float | None:
         return None
     finally:
         client.close()
+
+
+def wait_until_consuming(
+    amqp_url: str, queues: list[str], exited: Callable[[], str | None], limit: float = 120.0
+) -> None:
+    """Until every one of `queues` has a consumer. Fails at once when `exited` names a process
+    that has ended (it will never consume), or after `limit` seconds."""
+    probe = RabbitQueueProbe(amqp_url)
+    deadline = time.monotonic() + limit
+    try:
+        for queue in queues:
+            while True:
+                try:
+                    if probe.backlog(queue).consumers:
+                        break
+                except Exception:
+                    pass  # not declared yet
+                if (gone := exited()) is not None:
+                    raise RuntimeError(f"{gone} before anything consumed {queue}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nothing consumes {queue} after {limit:.0f} s")
+                time.sleep(0.2)
+    finally:
+        probe.close()

@@ -219,7 +219,7 @@ def _pools(settings: Settings, deployment: Deployment, logs: Path | None) -> Ite
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        _wait_until_consuming(settings, deployment)
+        _wait_until_consuming(settings, deployment, running)
         yield {service: process.pid for service, process in running.items()}
     finally:
         for process in running.values():
@@ -237,7 +237,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_until_consuming(settings: Settings, deployment: Deployment, limit: float = 120.0) -> None:
+def _wait_until_consuming(
+    settings: Settings, deployment: Deployment, running: dict[str, subprocess.Popen[bytes]]
+) -> None:
     queues = [
         topology.ORDER_INTAKE_QUEUE,
         topology.ORDER_SAGA_QUEUE,
@@ -246,21 +248,14 @@ def _wait_until_consuming(settings: Settings, deployment: Deployment, limit: flo
         topology.REPORTING_EVENTS_QUEUE,
         *topology.Topology(partitions=deployment.partitions).stock_queues,
     ]
-    probe = RabbitQueueProbe(settings.amqp_url)
-    deadline = time.monotonic() + limit
-    try:
-        for queue in queues:
-            while True:
-                try:
-                    if probe.backlog(queue).consumers:
-                        break
-                except Exception:
-                    pass  # not declared yet
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no worker consumes {queue} after {limit:.0f} s")
-                time.sleep(0.2)
-    finally:
-        probe.close()
+
+    def exited() -> str | None:
+        for service, process in running.items():
+            if (code := process.poll()) is not None:
+                return f"the {service} pool exited with code {code}"
+        return None
+
+    probes.wait_until_consuming(settings.amqp_url, queues, exited)
 
 
 def _stock(settings: Settings, work: Load) -> None:

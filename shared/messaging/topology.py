@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
+
+from shared.errors import OrderflowError
 
 # Public exchanges (kombu): upstream systems publish to the intake; anyone may subscribe to events.
 INTAKE_EXCHANGE = "orderflow.intake"
@@ -36,6 +39,28 @@ REPORTING_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.rejected")
 # queue of that delay, then RabbitMQ dead-letters it, routing key unchanged, into that queue.
 # One queue per delay value: every message in it expires in publishing order.
 DELAY_PREFIX = "orderflow.delay"
+
+
+# Queues earlier builds declared and this one no longer uses: dramatiq's own dead-letter
+# queues (Orderflow's are `<queue>.dlq`) and the single stock queue (now one per partition).
+RETIRED_QUEUES = (
+    "orderflow.order.saga.XQ",
+    "orderflow.payment.commands.XQ",
+    "orderflow.inventory.stock",
+    "orderflow.inventory.stock.DQ",
+    "orderflow.inventory.stock.XQ",
+)
+
+
+class TopologyConflict(OrderflowError):
+    """A queue exists with other arguments than this release gives it: an older release declared it."""
+
+    def __init__(self, queue: str, detail: str) -> None:
+        super().__init__(
+            f"queue {queue} exists with other arguments ({detail}); stop the workers of the older "
+            "release, let the queue drain and run `orderflow topology upgrade`"
+        )
+        self.queue = queue
 
 
 def stock_queue(partition: int) -> str:
@@ -129,6 +154,55 @@ class Topology:
             )
 
     def declare(self, connection: Connection) -> None:
+        """Declare everything; TopologyConflict if a queue exists with other arguments."""
         with connection.channel() as channel:
             for entity in self.entities():
-                entity.bind(channel).declare()
+                try:
+                    entity.bind(channel).declare()
+                except PreconditionFailed as e:
+                    raise TopologyConflict(entity.name, str(e.reply_text)) from e
+
+    def upgrade(self, connection: Connection) -> tuple[list[str], list[str]]:
+        """Bring a broker an older release declared in line with this one. A queue whose arguments
+        changed, and a retired queue, is deleted (and the former declared anew) only while it is
+        empty and unused: RabbitMQ checks both atomically. Returns what was done and what is left
+        to the operator (queues still holding messages or consumed)."""
+        done: list[str] = []
+        left: list[str] = []
+        for entity in self.entities():
+            try:
+                with connection.channel() as channel:
+                    entity.bind(channel).declare()
+            except PreconditionFailed:
+                if _delete_if_idle(connection, entity.name):
+                    with connection.channel() as channel:
+                        entity.bind(channel).declare()
+                    done.append(f"declared {entity.name} anew with this release's arguments")
+                else:
+                    left.append(f"{entity.name} has other arguments and holds messages or consumers")
+        for queue in RETIRED_QUEUES:
+            if not _exists(connection, queue):
+                continue
+            if _delete_if_idle(connection, queue):
+                done.append(f"deleted retired queue {queue}")
+            else:
+                left.append(f"retired queue {queue} holds messages or consumers")
+        return done, left
+
+
+def _exists(connection: Connection, queue: str) -> bool:
+    try:
+        with connection.channel() as channel:
+            channel.queue_declare(queue, passive=True)
+        return True
+    except NotFound:
+        return False
+
+
+def _delete_if_idle(connection: Connection, queue: str) -> bool:
+    try:
+        with connection.channel() as channel:
+            channel.queue_delete(queue, if_unused=True, if_empty=True)
+        return True
+    except PreconditionFailed:
+        return False

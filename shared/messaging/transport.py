@@ -25,16 +25,21 @@ M = TypeVar("M")
 T = TypeVar("T")
 
 
+def topology_of(settings: Settings) -> Topology:
+    """The deployment's queues: its partitions, and a delay queue per retry backoff and step timer."""
+    delays = retry_delays(settings.max_retries, settings.min_backoff_ms, settings.max_backoff_ms) | {
+        round(settings.step_timeout * 1000)
+    }
+    return Topology(partitions=settings.inventory_partitions, delays=frozenset(delays))
+
+
 class Transport:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.publisher = Publisher(settings.amqp_url)
         self.step_timeout = timedelta(seconds=settings.step_timeout)
-        delays = retry_delays(settings.max_retries, settings.min_backoff_ms, settings.max_backoff_ms) | {
-            round(settings.step_timeout * 1000)
-        }
-        self.topology = Topology(partitions=settings.inventory_partitions, delays=delays)
-        self.outbox = Outbox(delays)
+        self.topology = topology_of(settings)
+        self.outbox = Outbox(self.topology.delays)
         self.policy = DeliveryPolicy(
             self.outbox,
             self.publisher,

@@ -1,0 +1,92 @@
+"""Upgrading a broker an earlier build declared: a clear refusal to start, then `orderflow topology
+upgrade` redeclares what is idle and leaves whatever still holds messages to the operator."""
+
+from __future__ import annotations
+
+import pytest
+from kombu import Connection
+
+from shared.messaging import topology
+from shared.messaging.transport import topology_of
+from shared.settings import Settings
+from tests.integration.conftest import running
+from tests.integration.test_dead_letters import cli
+from tests.support import consumer_count, queue_depth, wait_for
+
+
+def _dramatiq_arguments(queue: str) -> dict[str, str]:
+    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{queue}.XQ"}
+
+
+def _declare_like_an_earlier_build(settings: Settings) -> None:
+    """The saga queues as dramatiq declared them, one unpartitioned stock queue; a command waiting
+    in the payment queue and an old dead letter in the stock queue's dramatiq dead-letter queue."""
+    with Connection(settings.amqp_url) as connection, connection.channel() as channel:
+        for queue in (topology.ORDER_SAGA_QUEUE, topology.PAYMENT_QUEUE, "orderflow.inventory.stock"):
+            channel.queue_declare(queue, durable=True, arguments=_dramatiq_arguments(queue))
+            channel.queue_declare(f"{queue}.XQ", durable=True, arguments={"x-message-ttl": 604800000})
+        channel.basic_publish(
+            channel.prepare_message(b'{"waiting": true}'), exchange="", routing_key=topology.PAYMENT_QUEUE
+        )
+        channel.basic_publish(
+            channel.prepare_message(b'{"dead": true}'),
+            exchange="",
+            routing_key="orderflow.inventory.stock.XQ",
+        )
+
+
+def _purge(settings: Settings, queue: str) -> None:
+    with Connection(settings.amqp_url) as connection, connection.channel() as channel:
+        channel.queue_purge(queue)
+
+
+def test_a_worker_refuses_a_queue_declared_with_other_arguments(settings: Settings) -> None:
+    _declare_like_an_earlier_build(settings)
+
+    with Connection(settings.amqp_url) as connection, pytest.raises(topology.TopologyConflict) as refused:
+        topology_of(settings).declare(connection)
+
+    assert refused.value.queue == topology.ORDER_SAGA_QUEUE
+    assert "orderflow topology upgrade" in str(refused.value)
+
+
+def test_upgrade_redeclares_idle_queues_and_leaves_busy_ones_to_the_operator(settings: Settings) -> None:
+    _declare_like_an_earlier_build(settings)
+
+    first = cli(settings, "topology", "upgrade")
+
+    assert first.returncode == 1, first.stderr
+    assert f"declared {topology.ORDER_SAGA_QUEUE} anew" in first.stdout
+    assert "deleted retired queue orderflow.inventory.stock\n" in first.stdout
+    assert f"left alone: {topology.PAYMENT_QUEUE} " in first.stderr
+    assert "left alone: retired queue orderflow.inventory.stock.XQ " in first.stderr
+    assert queue_depth(settings.amqp_url, topology.PAYMENT_QUEUE) == 1
+    assert queue_depth(settings.amqp_url, "orderflow.inventory.stock.XQ") == 1
+
+    # The operator drains what was left (here: purges it) and runs the upgrade again.
+    _purge(settings, topology.PAYMENT_QUEUE)
+    _purge(settings, "orderflow.inventory.stock.XQ")
+    second = cli(settings, "topology", "upgrade")
+
+    assert second.returncode == 0, second.stderr
+    assert f"declared {topology.PAYMENT_QUEUE} anew" in second.stdout
+    assert "deleted retired queue orderflow.inventory.stock.XQ" in second.stdout
+    with running("payment", settings, [topology.PAYMENT_QUEUE]):
+        pass  # it starts and consumes
+    third = cli(settings, "topology", "upgrade")
+    assert (third.returncode, third.stdout.strip()) == (0, "the broker already matches this release")
+
+
+def test_a_waiting_worker_starts_once_the_broker_is_upgraded(settings: Settings) -> None:
+    _declare_like_an_earlier_build(settings)
+    _purge(settings, topology.PAYMENT_QUEUE)
+    _purge(settings, "orderflow.inventory.stock.XQ")
+
+    with running("payment", settings, []):
+        # It retries while the conflict lasts; the upgrade deletes the idle queues under it.
+        assert cli(settings, "topology", "upgrade").returncode == 0
+        wait_for(
+            lambda: consumer_count(settings.amqp_url, topology.PAYMENT_QUEUE),
+            timeout=45,
+            what="the payment worker consuming after the upgrade",
+        )

@@ -151,21 +151,27 @@ class OrderHandlers:
                 log.info("order %s: refunded %d", reply.order_id, reply.amount)
 
     def _advance(self, batch: Batch[R], transition: Callable[[Order, R, datetime], None]) -> None:
-        replies = list(batch)
-        for attempt in range(CONCURRENT_ATTEMPTS):
+        """Apply each reply to its order and store the lot. The orders come from this process's
+        recent copies first: a reply that does not fit its copy, and one whose order another
+        process moved since (its save is lost), is tried again on the order read afresh."""
+        replies, fresh = list(batch), False
+        for _ in range(CONCURRENT_ATTEMPTS):
             order_ids = {reply.order_id for reply in replies}
-            orders = self.orders.get_many(order_ids) if attempt == 0 else self.orders.refresh(order_ids)
+            orders = self.orders.refresh(order_ids) if fresh else self.orders.get_many(order_ids)
             moved: dict[str, tuple[Order, int]] = {}
+            unfit: list[R] = []
             for reply in replies:
                 with message_context(message_id=reply.message_id, order_id=reply.order_id):
-                    self._apply(batch, reply, orders, moved, transition)
+                    if not self._apply(batch, reply, orders, moved, transition, fresh):
+                        unfit.append(reply)
             lost = {order.order_id for order in self.orders.save([order for order, _ in moved.values()])}
             for order_id, (order, recorded) in moved.items():
                 if order_id not in lost:
                     self._moved_on(order, recorded)
-            if not lost:
+            replies = [reply for reply in replies if reply.order_id in lost or reply in unfit]
+            if not replies:
                 return
-            replies = [reply for reply in replies if reply.order_id in lost]
+            fresh = True
         raise ConcurrentUpdate(
             f"{len(replies)} order(s) kept changing while handling {type(replies[0]).__name__}"
         )
@@ -177,23 +183,28 @@ class OrderHandlers:
         orders: dict[str, Order],
         moved: dict[str, tuple[Order, int]],
         transition: Callable[[Order, R, datetime], None],
-    ) -> None:
+        fresh: bool,
+    ) -> bool:
+        """Apply one reply; False if it does not fit an order that may be a stale copy."""
         order = orders.get(reply.order_id)
         if order is None:
             batch.reject(reply, f"{type(reply).__name__} for unknown order {reply.order_id}")
-            return
+            return True
         if reply.message_id == order.last_cause and order.order_id not in moved:
             # A redelivery of the reply that caused the current state: the first attempt may have
             # stored it and died before saying what follows.
             self._dispatch(order)
-            return
+            return True
         recorded = moved[order.order_id][1] if order.order_id in moved else len(order.history)
         try:
             transition(order, reply, self.clock())
         except TransitionNotAllowed as e:
+            if not fresh:
+                return False
             self._late(reply, order, e)
-            return
+            return True
         moved[order.order_id] = (order, recorded)
+        return True
 
     def _late(self, reply: OrderMessage, order: Order, why: TransitionNotAllowed) -> None:
         """A reply that does not fit the step: a duplicate, or one that came after a timeout."""
@@ -210,11 +221,23 @@ class OrderHandlers:
     # Deadlines --------------------------------------------------------------------------------
 
     def step_deadlines(self, batch: Batch[saga.StepDeadline]) -> None:
-        """Timers of steps that have waited the step timeout: time out those still waiting."""
-        orders = self.orders.get_many(timer.order_id for timer in batch)
+        """Timers of steps that have waited the step timeout: time out those still waiting.
+
+        A recent copy that has moved past a timer's version settles it (a copy is never ahead of
+        the order); the rest are decided on the order read afresh."""
+        timers = list(batch)
+        recent = self.orders.get_many(timer.order_id for timer in timers)
+        undecided = {
+            timer.order_id
+            for timer in timers
+            if (order := recent.get(timer.order_id)) is not None
+            and order.status is OrderStatus.PENDING
+            and order.version <= timer.version
+        }
+        orders = self.orders.refresh(undecided) if undecided else {}
         due = [
             (order, timer)
-            for timer in batch
+            for timer in timers
             if (order := orders.get(timer.order_id)) is not None
             and order.status is OrderStatus.PENDING
             and order.version == timer.version
@@ -312,11 +335,13 @@ def _observe(order: Order, entries: list[HistoryEntry]) -> None:
 
 
 class InFlight:
-    """The sagas this process started that it has not seen finish, up to a limit.
+    """The sagas under way, as one process of the order pool counts them, up to a limit.
 
-    Another process may finish a saga this one started (replies go to whichever takes them), so
-    an entry is also forgotten once older than `horizon`: a process then under-counts for a while,
-    never blocks for good.
+    Replies go to whichever process takes them, so a process finishes sagas others started and
+    others finish its own. Each finish counts where it happens: it forgets the saga if this
+    process started it, else this process's oldest. The pool's counts then add up to the sagas
+    under way, and a process that starts more than it finishes stops admitting while the others
+    go on. An entry older than `horizon` is forgotten too, so a count never blocks for good.
     """
 
     def __init__(self, limit: int, horizon: timedelta) -> None:
@@ -331,7 +356,11 @@ class InFlight:
 
     def finished(self, order_id: str) -> None:
         with self._lock:
-            self._started.pop(order_id, None)
+            if self._started.pop(order_id, None) is None and self._started:
+                del self._started[next(iter(self._started))]
+
+    def __len__(self) -> int:
+        return len(self._started)
 
     def has_room(self, now: datetime) -> bool:
         with self._lock:

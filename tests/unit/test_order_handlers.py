@@ -6,6 +6,7 @@ import pytest
 
 from services.order.handlers import OrderHandlers
 from services.order.intake import InvalidSubmission, decode_submission
+from services.order.store import RecentOrders
 from shared.contracts import saga
 from shared.messaging import topology
 from shared.messaging.ports import Backlog, Batch
@@ -199,6 +200,68 @@ def test_a_reply_racing_another_writer_is_applied_to_the_state_that_won(
     handlers.stock_reserved(batch(reserved()))
     assert (racing.orders["A-1"].step, racing.orders["A-1"].reason) == ("releasing_stock", "timeout")
     assert "ChargePayment" not in outbox.kinds(), "the reservation came after the timeout: too late"
+
+
+def two_processes(
+    orders: FakeOrders, outbox: Recorder, queues: FakeQueues, clock: Clock, max_in_flight: int = 500
+) -> tuple[OrderHandlers, OrderHandlers]:
+    """Two order processes on one store, each with its own recent copies of the orders."""
+
+    def process() -> OrderHandlers:
+        return OrderHandlers(
+            RecentOrders(orders),
+            outbox,
+            outbox,
+            queues,
+            currency="CNY",
+            max_in_flight=max_in_flight,
+            clock=clock,
+        )
+
+    return process(), process()
+
+
+def test_a_reply_that_does_not_fit_a_stale_copy_is_applied_to_the_order_as_it_is(
+    orders: FakeOrders, outbox: Recorder, queues: FakeQueues, clock: Clock
+) -> None:
+    first, second = two_processes(orders, outbox, queues, clock)
+    submit(first, submission("A-1"))
+    second.stock_reserved(batch(reserved()))  # `second` now holds a copy at charging_payment
+    first.payment_captured(batch(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c")))
+    assert orders.orders["A-1"].status == "confirmed", "`first` held a copy still reserving stock"
+
+
+def test_a_timer_judged_on_a_stale_copy_is_decided_on_the_order_as_it_is(
+    orders: FakeOrders, outbox: Recorder, queues: FakeQueues, clock: Clock
+) -> None:
+    first, second = two_processes(orders, outbox, queues, clock)
+    submit(first, submission("A-1"))
+    second.stock_reserved(batch(reserved()))
+    waiting_for_payment = deadline_of(orders).model_copy(update={"extended": True})
+    first.step_deadlines(batch(waiting_for_payment))  # `first` holds version 0: not that timer's
+    assert (orders.orders["A-1"].step, orders.orders["A-1"].reason) == ("releasing_stock", "timeout")
+
+
+def confirm(handlers: OrderHandlers, order_id: str) -> None:
+    handlers.stock_reserved(batch(reserved(order_id)))
+    handlers.payment_captured(batch(saga.PaymentCaptured(order_id=order_id, amount=200, charge_id="c")))
+
+
+def test_a_saga_finished_by_another_process_makes_room_where_it_is_counted(
+    orders: FakeOrders, outbox: Recorder, queues: FakeQueues, clock: Clock
+) -> None:
+    first, second = two_processes(orders, outbox, queues, clock, max_in_flight=2)
+    submit(first, submission("A-1"), submission("A-2"))
+    submit(second, submission("B-1"))
+    assert not first.admits() and second.admits()
+    confirm(first, "B-1")  # replies go to whichever process takes them
+    assert first.admits(), "two sagas are under way in the pool, one of them counted here"
+    assert second.admits()
+    confirm(second, "A-1")
+    confirm(second, "A-2")
+    assert first.admits() and second.admits()
+    submit(first, submission("A-3"), submission("A-4"))
+    assert not first.admits(), "a full count again once it starts two more"
 
 
 def deadline_of(orders: FakeOrders, order_id: str = "A-1") -> saga.StepDeadline:

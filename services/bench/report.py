@@ -25,6 +25,7 @@ def as_json(result: Result, floor: Result | None = None) -> dict[str, Any]:
         "duplicate_outcomes": summary.duplicates,
         "rate_first_window": _round(summary.first_window_rate),
         "rate_last_window": _round(summary.last_window_rate),
+        "window_rates": [_round(value) for value in summary.window_rates],
         "window": summary.window,
         "cpu_seconds": {name: round(seconds, 2) for name, seconds in result.cpu_seconds.items()},
         "cpu_share": _shares(result),
@@ -61,7 +62,8 @@ def as_text(result: Result, floor: Result | None = None) -> str:
         lines.append(
             f"  cost flat?   first {summary.window} settled at {summary.first_window_rate:.1f}/s, "
             f"last {summary.window} at {summary.last_window_rate:.1f}/s "
-            f"({summary.last_window_rate / summary.first_window_rate - 1:+.0%})"
+            f"({summary.last_window_rate / summary.first_window_rate - 1:+.0%}); each {summary.window} "
+            "in turn: " + ", ".join(f"{value:.0f}" for value in summary.window_rates)
         )
     per_order = as_json(result)["per_order"]
     lines.append(

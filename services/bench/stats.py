@@ -44,9 +44,16 @@ class Summary:
     outcomes: dict[str, int]  # "confirmed", "cancelled/out_of_stock", ...
     timeouts: int
     duplicates: int  # terminal events that arrived more than once
-    first_window_rate: float | None  # orders/s over the first `window` settlements
-    last_window_rate: float | None  # and over the last ones
+    window_rates: list[float]  # orders/s over each `window` settlements in turn, the last ones last
     window: int
+
+    @property
+    def first_window_rate(self) -> float | None:
+        return self.window_rates[0] if self.window_rates else None
+
+    @property
+    def last_window_rate(self) -> float | None:
+        return self.window_rates[-1] if self.window_rates else None
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -78,12 +85,15 @@ def rate(times: Sequence[float]) -> float | None:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def window_rates(times: Sequence[float], window: int) -> tuple[float | None, float | None]:
-    """The rate over the first `window` events and over the last `window` (sorted times); none
-    unless there are two whole windows."""
-    if len(times) < 2 * window:
-        return None, None
-    return rate(times[:window]), rate(times[-window:])
+def window_rates(times: Sequence[float], window: int) -> list[float]:
+    """The rate over each run of `window` events in turn (sorted times), the last run ending with
+    the last event; none unless there are two whole windows."""
+    if window < 2 or len(times) < 2 * window:
+        return []
+    starts = list(range(0, len(times) - window + 1, window))
+    if starts[-1] + window < len(times):
+        starts.append(len(times) - window)
+    return [rate(times[start : start + window]) or math.inf for start in starts]
 
 
 def outcome_of(observed: Observed) -> str:
@@ -97,7 +107,6 @@ def summarize(observed: Sequence[Observed], duplicates: int = 0, window: int = 1
     settle_times = sorted(order.settled_at for order in settled if order.settled_at is not None)
     started = min((order.published_at for order in observed), default=0.0)
     seconds = (settle_times[-1] - started) if settle_times else 0.0
-    first, last = window_rates(settle_times, window)
     return Summary(
         orders=len(observed),
         settled=len(settled),
@@ -107,7 +116,6 @@ def summarize(observed: Sequence[Observed], duplicates: int = 0, window: int = 1
         outcomes=dict(sorted(Counter(outcome_of(order) for order in observed).items())),
         timeouts=sum(1 for order in settled if order.reason == TIMEOUT),
         duplicates=duplicates,
-        first_window_rate=first,
-        last_window_rate=last,
+        window_rates=window_rates(settle_times, window),
         window=window,
     )

@@ -31,9 +31,16 @@ def test_a_rate_counts_the_gaps_between_events() -> None:
 
 def test_window_rates_need_two_whole_windows() -> None:
     times = [n * 0.01 for n in range(100)] + [1 + n * 0.02 for n in range(100)]
-    first, last = window_rates(times, 100)
-    assert (first, last) == (pytest.approx(100.0), pytest.approx(50.0))
-    assert window_rates(times, 101) == (None, None)
+    assert window_rates(times, 100) == [pytest.approx(100.0), pytest.approx(50.0)]
+    assert window_rates(times, 101) == []
+
+
+def test_the_last_window_ends_with_the_last_event() -> None:
+    times = [n * 0.1 for n in range(25)] + [2.5 + n for n in range(3)]
+    rates = window_rates(times, 10)
+    assert rates[:2] == [pytest.approx(10.0), pytest.approx(10.0)]
+    assert rates[-1] == pytest.approx(9 / (times[-1] - times[-10])), "the last 10, overlapping the second"
+    assert len(rates) == 3
 
 
 def test_a_summary_counts_outcomes_timeouts_and_unsettled_orders() -> None:

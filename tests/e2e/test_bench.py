@@ -42,7 +42,8 @@ def test_a_small_benchmark_settles_every_order_and_reports_its_figures() -> None
     assert all(value is not None and value > 0 for value in figures["per_order"].values())
     pools = {"order", "inventory", "payment", "notification", "reporting"}
     assert pools | {"rabbitmq", "ferretdb", "benchmark"} == set(figures["cpu_seconds"])
-    assert all(figures["cpu_seconds"][pool] > 0 for pool in pools)
+    # 50 orders cost a quiet pool (notification, reporting) a few ms: a clock tick or none.
+    assert all(figures["cpu_seconds"][pool] >= 0 for pool in pools) and figures["cpu_seconds"]["order"] > 0
     assert figures["stock"] == {
         "conserved": True,
         "oversold": False,

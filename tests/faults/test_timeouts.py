@@ -44,21 +44,27 @@ def test_a_charge_with_no_reply_times_out_and_a_late_capture_is_refunded(system:
     assert system.levels(sku) == (5, 0)
     assert system.cli_json("sagas", "stuck") == []
 
-    # The payment worker comes back and works through its queue: the charge, then the refund.
+    # The payment worker comes back and works through its queue, the charge and the refund in
+    # either order: charged then refunded, or voided first and never charged. The gateway holds
+    # nothing for the order either way.
     system.workers.start("payment")
     ledger = system.database("simulated_gateway")
-    charge = wait_for(lambda: ledger.charges.find_one({"_id": order["order_id"]}), what="the late charge")
-    wait_for(lambda: ledger.refunds.find_one({"charge_id": charge["charge_id"]}), what="its refund")
     payment = wait_for(
         lambda: (
             (p := system.database("payments").payments.find_one({"_id": order["order_id"]}))
-            and p["status"] == "refunded"
+            and p["status"] in ("refunded", "voided")
             and p
         ),
-        what="the payment to be refunded",
+        what="the payment to be refunded or voided",
     )
-    assert payment["amount"] == 2500
-    assert ledger.refunds.count_documents({"charge_id": charge["charge_id"]}) == 1
+    charges = list(ledger.charges.find({"_id": order["order_id"]}))
+    refunds = [
+        refund for charge in charges for refund in ledger.refunds.find({"charge_id": charge["charge_id"]})
+    ]
+    if payment["status"] == "refunded":
+        assert [charge["amount"] for charge in charges] == [refund["amount"] for refund in refunds] == [2500]
+    else:
+        assert charges == refunds == []
     system.workers.stop("payment")
 
 

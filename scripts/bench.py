@@ -4,7 +4,7 @@ Runs `orderflow bench --json` once per scenario (each starts its own workers in 
 every result to docs/performance/results.json, plots the latency percentiles against the offered
 rate to docs/performance/latency-vs-rate.png, and prints a Markdown summary.
 
-    scripts/bench.py                 # the standard set (about 25 minutes on 2 cores)
+    scripts/bench.py                 # the standard set (about 20 minutes on 2 cores)
     scripts/bench.py burst paced     # some of it: burst, paced, lines, scaling, sweep
 """
 

@@ -14,13 +14,17 @@ import sys
 import time
 from pathlib import Path
 
+from amqp.exceptions import NotFound
+
 from services.inventory import cli as inventory
 from services.order.store import OrderRepository
 from services.reporting import cli as reporting
 from services.reporting.store import SalesFacts
 from shared import store
 from shared.messaging import topology
-from shared.messaging.exchanges import INTAKE, EventPublisher, connect, declare_public_topology
+from shared.messaging.probe import RabbitQueueProbe
+from shared.messaging.publisher import Outgoing
+from shared.messaging.transport import Transport
 from shared.settings import Settings
 
 ORDERFLOW = str(Path(sys.executable).with_name("orderflow"))
@@ -59,25 +63,21 @@ def sample_batch(tag: str) -> list[dict]:
 
 
 def wait_until_ready(settings: Settings, timeout: float = 90) -> None:
-    queues = [
-        topology.ORDER_INTAKE_QUEUE,
-        topology.INVENTORY_QUEUE,
-        topology.PAYMENT_QUEUE,
-        topology.NOTIFICATION_EVENTS_QUEUE,
-        topology.REPORTING_EVENTS_QUEUE,
-    ]
+    probe = RabbitQueueProbe(settings.amqp_url)
     deadline = time.monotonic() + timeout
-    with connect(settings.amqp_url) as connection, connection.channel() as channel:
-        for queue in queues:
+    try:
+        for queue in topology.Topology(partitions=settings.inventory_partitions).consumed_queues:
             while True:
                 try:
-                    if channel.queue_declare(queue=queue, passive=True).consumer_count:
+                    if probe.backlog(queue).consumers:
                         break
-                except connection.channel_errors:
-                    channel = connection.channel()
+                except NotFound:
+                    pass  # not declared yet
                 if time.monotonic() > deadline:
                     raise SystemExit(f"the workers did not start within {timeout:.0f} s")
                 time.sleep(0.3)
+    finally:
+        probe.close()
 
 
 def _all_reported(recorded: dict[str, set[str]], order_ids: list[str]) -> bool:
@@ -99,11 +99,18 @@ def main() -> int:
 
         batch = sample_batch(time.strftime("%H%M%S"))
         print(f"\n== submitting {len(batch)} orders to the intake exchange")
-        with connect(settings.amqp_url) as connection:
-            declare_public_topology(connection)
-            publisher = EventPublisher(connection)
-            for order in batch:
-                publisher.publish_raw(INTAKE, topology.INTAKE_ROUTING_KEY, json.dumps(order).encode())
+        transport = Transport(settings)
+        try:
+            transport.publisher.publish(
+                [
+                    Outgoing(
+                        topology.INTAKE_EXCHANGE, topology.INTAKE_ROUTING_KEY, json.dumps(order).encode()
+                    )
+                    for order in batch
+                ]
+            )
+        finally:
+            transport.close()
 
         orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
         print("\n== outcomes")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start, idempotently, the services Orderflow needs that are not already reachable:
 # RabbitMQ (Debian's rabbitmq-server) and a MongoDB wire-protocol store (FerretDB on SQLite).
-# Usage: scripts/services.sh [start|stop|status|stop-store|stop-broker]
+# Usage: scripts/services.sh [start|stop|status|stop-store|stop-broker|ferretdb-binary]
+# (ferretdb-binary: build the store if need be and print its path, for tests that run one of their own)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,6 +35,28 @@ enable_rabbitmq_metrics() {
     fi
 }
 
+# Orderflow's broker settings (max_message_size): installed where RabbitMQ reads extra configuration
+# files at start, and applied at once to a broker already running here.
+RABBITMQ_CONF="$PWD/deploy/rabbitmq/rabbitmq.conf"
+RABBITMQ_CONF_D="${ORDERFLOW_RABBITMQ_CONF_D:-/etc/rabbitmq/conf.d}"
+
+rabbitmq_setting() {  # the value of a key in deploy/rabbitmq/rabbitmq.conf
+    sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/p" "$RABBITMQ_CONF"
+}
+
+install_rabbitmq_config() {
+    as_root install -D -m 0644 "$RABBITMQ_CONF" "$RABBITMQ_CONF_D/20-orderflow.conf" ||
+        say "warning: could not install $RABBITMQ_CONF into $RABBITMQ_CONF_D"
+}
+
+apply_rabbitmq_config() {  # to the running broker: new channels get it, no restart needed
+    local size
+    size="$(rabbitmq_setting max_message_size)"
+    PATH="$PATH:/usr/sbin" as_root rabbitmqctl eval \
+        "application:set_env(rabbit, max_message_size, $size)." >/dev/null ||
+        say "warning: could not set max_message_size on the running RabbitMQ"
+}
+
 install_packages() {
     # Debian packages: the broker, and Prometheus with promtool for the monitoring tests.
     local missing=()
@@ -47,9 +70,11 @@ install_packages() {
 }
 
 start_rabbitmq() {
+    install_rabbitmq_config
     if reachable $AMQP_HOST $AMQP_PORT; then
         say "RabbitMQ already accepts connections on $AMQP_HOST:$AMQP_PORT"
         enable_rabbitmq_metrics
+        apply_rabbitmq_config
         return
     fi
     export PATH="$PATH:/usr/sbin"
@@ -172,5 +197,6 @@ case "${1:-start}" in
     stop-store) stop_ferretdb ;;
     stop-broker) stop_rabbitmq ;;
     status) status ;;
-    *) fail "usage: $0 [start|stop|status|stop-store|stop-broker]" ;;
+    ferretdb-binary) [ -x "$(ferretdb_binary)" ] || build_ferretdb >&2; ferretdb_binary ;;
+    *) fail "usage: $0 [start|stop|status|stop-store|stop-broker|ferretdb-binary]" ;;
 esac

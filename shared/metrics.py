@@ -41,6 +41,11 @@ DEAD_LETTERS = Counter(
     "Messages moved to a dead-letter queue, by source queue and why (invalid, permanent, exhausted).",
     ["queue", "why"],
 )
+DEAD_LETTERS_REFUSED = Counter(
+    "orderflow_dead_letters_refused_total",
+    "Messages a full dead-letter queue refused, by source queue: they wait in their queue's retries.",
+    ["queue"],
+)
 
 # Business: the order saga.
 ORDERS = Counter(

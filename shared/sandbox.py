@@ -21,21 +21,28 @@ from shared.settings import Settings
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, text=True, timeout=60).stdout
+def rabbitmqctl(*args: str, node: str | None = None) -> str:
+    """rabbitmqctl's output, against `node` (the default node on this machine if None)."""
+    target = [] if node is None else ["-n", node]
+    return subprocess.run(
+        [RABBITMQCTL, *target, *args], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
 
 
 @contextmanager
-def sandbox(name: str, base: Settings | None = None, **overrides: Any) -> Iterator[Settings]:
-    """Settings with a vhost and a database prefix of their own, both removed afterwards."""
+def sandbox(
+    name: str, base: Settings | None = None, *, node: str | None = None, **overrides: Any
+) -> Iterator[Settings]:
+    """Settings with a vhost and a database prefix of their own, both removed afterwards; `node` is
+    the RabbitMQ node of `base`'s broker, if it is not this machine's default one."""
     base = base or Settings()
     tag = uuid.uuid4().hex[:10]
     vhost = f"{name}-{tag}"
     prefix = f"{name.replace('-', '_')}_{tag}"
     parts = urlsplit(base.amqp_url)
     user = unquote(parts.username or "guest")
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", vhost, node=node)
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*", node=node)
     amqp_url = urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
     settings = Settings(**{**base.model_dump(), "amqp_url": amqp_url, "db_prefix": prefix, **overrides})
     try:
@@ -48,7 +55,7 @@ def sandbox(name: str, base: Settings | None = None, **overrides: Any) -> Iterat
                     client.drop_database(database)
         finally:
             client.close()
-            rabbitmqctl("delete_vhost", vhost)
+            rabbitmqctl("delete_vhost", vhost, node=node)
 
 
 def environment(settings: Settings) -> dict[str, str]:

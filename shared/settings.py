@@ -24,8 +24,15 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_address: str = "127.0.0.1"
 
-    # The largest intake message accepted; larger ones are dead-lettered unread.
+    # The largest intake message accepted; larger ones are dead-lettered unread. RabbitMQ itself
+    # refuses any message over 1 MiB (max_message_size, deploy/rabbitmq/rabbitmq.conf).
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    # Each dead-letter queue holds at most this many messages and bytes of bodies (x-max-length,
+    # x-max-length-bytes). A full one refuses more (x-overflow: reject-publish): a message due
+    # there goes round its own queue's longest retry delay until there is room, and nothing is
+    # dropped. Changing either needs `orderflow topology upgrade`.
+    dead_letter_max_messages: int = Field(default=100_000, ge=1)
+    dead_letter_max_bytes: int = Field(default=1024**3, ge=1)
 
     # A saga step with no reply within this many seconds is compensated and the order cancelled
     # (unless its command is still queued behind work that a consumer is working off).

@@ -48,9 +48,14 @@ def wait_for(check: Callable[[], T], *, timeout: float = 30.0, interval: float =
 
 
 @contextmanager
-def isolated_settings(**overrides: Any) -> Iterator[Settings]:
-    """Settings with a RabbitMQ vhost and a database prefix of their own, removed afterwards."""
-    with sandbox.sandbox("t", min_backoff_ms=50, max_backoff_ms=500, **overrides) as settings:
+def isolated_settings(
+    *, base: Settings | None = None, node: str | None = None, **overrides: Any
+) -> Iterator[Settings]:
+    """Settings with a RabbitMQ vhost and a database prefix of their own, removed afterwards; on the
+    broker and store of `base` (RabbitMQ node `node`), if given, else the local ones."""
+    with sandbox.sandbox(
+        "t", base, node=node, min_backoff_ms=50, max_backoff_ms=500, **overrides
+    ) as settings:
         yield settings
 
 

@@ -161,11 +161,21 @@ class System:
 
 
 @contextmanager
-def running_system(logs: Path, pools: dict[str, int], **settings_overrides: Any) -> Iterator[System]:
-    """Start every pool in `pools` (service -> separate single-process workers) against fresh settings."""
+def running_system(
+    logs: Path,
+    pools: dict[str, int],
+    *,
+    base: Settings | None = None,
+    node: str | None = None,
+    **settings_overrides: Any,
+) -> Iterator[System]:
+    """Start every pool in `pools` (service -> separate single-process workers) against fresh
+    settings, on the broker and store of `base` (RabbitMQ node `node`) if given."""
     with (
         SmtpInbox() as inbox,
-        isolated_settings(smtp_url=inbox.url, operator_email=OPERATORS, **settings_overrides) as settings,
+        isolated_settings(
+            base=base, node=node, smtp_url=inbox.url, operator_email=OPERATORS, **settings_overrides
+        ) as settings,
     ):
         env = {**os.environ, **settings_env(settings), "ORDERFLOW_OPERATOR_EMAIL": OPERATORS}
         env.update({f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings_overrides.items()})

@@ -9,7 +9,10 @@ A batch taken off a queue is handled together, then:
   (through a delay queue, back into its own queue), up to `max_retries` times, and then
   dead-lettered with the last error;
 - what the handler said (its outbox), the retries and the dead letters are published together
-  and confirmed by RabbitMQ before the batch is acked.
+  and confirmed by RabbitMQ before the batch is acked;
+- a dead letter its dead-letter queue refuses (the queue is full: x-max-length with
+  reject-publish) is not lost: the message goes round its own queue's longest retry delay, its
+  attempt not counted, and is handled (and dead-lettered) again once there is room.
 
 Every message is counted once per attempt (succeeded, retried or failed) and timed.
 """
@@ -29,7 +32,7 @@ from shared.contracts.base import new_id
 from shared.errors import PermanentError
 from shared.messaging.outbox import Outbox
 from shared.messaging.ports import Batch
-from shared.messaging.publisher import Outgoing, Publisher
+from shared.messaging.publisher import Outgoing, Publisher, PublishFailed
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +134,13 @@ class DeliveryPolicy:
         valid = [item for item in received if item.message is not None]
         outgoing: list[Outgoing] = []
         outcomes: Counter[tuple[str, str]] = Counter()
+        letters: dict[int, tuple[Received[M], str]] = {}  # id() of each dead letter in `outgoing`
 
         def dead_letter(item: Received[M], reason: str, why: str) -> None:
-            queue = item.source.queue
-            log.error("dead-lettering a message from %s: %s", queue, reason[:500])
-            metrics.DEAD_LETTERS.labels(queue, why).inc()
-            outgoing.append(item.source.dead_letter(item, reason))
-            outcomes[(queue, "failed")] += 1
+            log.error("dead-lettering a message from %s: %s", item.source.queue, reason[:500])
+            letter = item.source.dead_letter(item, reason)
+            letters[id(letter)] = (item, why)
+            outgoing.append(letter)
 
         for item in received:
             if item.message is None:
@@ -161,12 +164,55 @@ class DeliveryPolicy:
                         outcomes[(item.source.queue, "succeeded")] += 1
                     else:
                         dead_letter(item, reason, "permanent")
-        self.publisher.publish(outgoing)
+        refused = self._publish(outgoing, letters)
+        for letter in outgoing:
+            if id(letter) in letters:
+                item, why = letters[id(letter)]
+                queue = item.source.queue
+                if id(letter) in refused:
+                    outcomes[(queue, "retried")] += 1
+                else:
+                    metrics.DEAD_LETTERS.labels(queue, why).inc()
+                    outcomes[(queue, "failed")] += 1
         seconds = time.perf_counter() - started
         for (queue, outcome), count in outcomes.items():
             metrics.MESSAGES.labels(queue, handler, outcome).inc(count)
         for item in received:
             metrics.MESSAGE_SECONDS.labels(item.source.queue, handler).observe(seconds)
+
+    def _publish(self, outgoing: list[Outgoing], letters: dict[int, tuple[Received[M], str]]) -> set[int]:
+        """Publish, confirmed; returns the id() of the dead letters a full dead-letter queue refused,
+        whose messages were sent round their queue's longest retry delay instead. PublishFailed if
+        anything else was not confirmed."""
+        try:
+            self.publisher.publish(outgoing)
+            return set()
+        except PublishFailed as e:
+            refused = [outgoing[position] for position in e.refused]
+            if not refused or any(id(letter) not in letters for letter in refused):
+                raise
+            why = str(e)
+        # Every message but these dead letters was confirmed: wait, in their own queues, for room.
+        waiting: dict[tuple[int, int], list[Received[M]]] = {}
+        for letter in refused:
+            item = letters[id(letter)][0]
+            waiting.setdefault((id(item.source), item.attempt), []).append(item)
+        again: list[Outgoing] = []
+        for (_, attempt), items in waiting.items():
+            source = items[0].source
+            log.error(
+                "dead-letter queue of %s is full (%s): %d message(s) wait %d ms in its retries, then "
+                "are handled again; make room with `orderflow dlq list`, `replay` or `purge`",
+                source.queue,
+                why,
+                len(items),
+                self.max_backoff_ms,
+            )
+            metrics.DEAD_LETTERS_REFUSED.labels(source.queue).inc(len(items))
+            # The counter stays at this attempt: waiting for room is not a failed attempt.
+            again.extend(source.retry(items, attempt - 1, self.max_backoff_ms))
+        self.publisher.publish(again)
+        return {id(letter) for letter in refused}
 
     def _retry_or_give_up(
         self,

@@ -25,14 +25,12 @@ from shared.messaging.delivery import (
     dead_letter_headers,
 )
 from shared.messaging.ports import Batch
-from shared.messaging.publisher import Outgoing, PublishFailed
+from shared.messaging.publisher import Outgoing, PublishFailed, raw_body
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
 
-# Properties of a message that are the sender's alone: a message sent on again drops them.
-_NOT_CARRIED_OVER = frozenset({"application_headers", "delivery_mode", "expiration", "user_id"})
 # How long to wait for more messages already on their way before handling what has arrived.
 _GATHER_SECONDS = 0.001
 # How long a consumer whose admission is closed waits before asking again.
@@ -44,7 +42,7 @@ class InboundMessage:
 
     def __init__(self, message: Any) -> None:
         self.message = message
-        self.body: bytes = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        self.body = raw_body(message)
         self.content_type: str | None = message.properties.get("content_type")
         self.headers: dict[str, Any] = dict(message.headers or {})
         self.routing_key: str = message.delivery_info.get("routing_key", "")
@@ -56,18 +54,7 @@ class InboundMessage:
 
     def send_on(self, exchange: str, routing_key: str, headers: dict[str, Any]) -> Outgoing:
         """This message, body and properties as they came, with `headers` added."""
-        properties = {
-            key: value for key, value in self.message.properties.items() if key not in _NOT_CARRIED_OVER
-        }
-        return Outgoing(
-            exchange,
-            routing_key,
-            self.body,
-            content_type=properties.pop("content_type", None),
-            content_encoding=properties.pop("content_encoding", None),
-            headers={**self.headers, **headers},
-            properties=properties,
-        )
+        return Outgoing.again(self.message, exchange, routing_key, headers)
 
 
 Decoder = Callable[[InboundMessage], M]
@@ -163,7 +150,8 @@ class QueueConsumer(Generic[M]):
                         except TimeoutError:
                             break
                     batch, arrived[:] = list(arrived), []
-                    self._process(batch)
+                    if batch:  # other methods than deliveries end a drain too (connection.blocked)
+                        self._process(batch)
 
     def _process(self, messages: list[Any]) -> None:
         received = [self._received(InboundMessage(message)) for message in messages]

@@ -8,6 +8,7 @@ replies costs one publish, one delivery and one ack. One message alone is an env
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -18,8 +19,12 @@ from shared.contracts import saga
 from shared.contracts.base import Message, derive_id
 from shared.messaging import topology
 
-# The most saga messages one envelope carries.
+# The most saga messages one envelope carries, and the most bytes of them: an envelope is never
+# much larger than ENVELOPE_BYTES (a message alone over it still travels, alone; the largest the
+# contracts allow is about 16 KB), so it stays well under what RabbitMQ accepts
+# (topology.BROKER_MAX_MESSAGE_BYTES).
 ENVELOPE_LIMIT = 100
+ENVELOPE_BYTES = 256 * 1024
 
 # Which queue consumes each saga message; stock commands go to the partition they name.
 ROUTES: dict[type[Message], str] = {
@@ -59,8 +64,7 @@ def envelopes(queue: str, messages: Sequence[Message]) -> list[dramatiq.Message]
     assert len({type(message) for message in messages}) == 1, "an envelope carries one type"
     actor = actor_name(type(messages[0]))
     carried: list[dramatiq.Message[Any]] = []
-    for start in range(0, len(messages), ENVELOPE_LIMIT):
-        chunk = messages[start : start + ENVELOPE_LIMIT]
+    for chunk, args in _chunks(messages):
         carried.append(
             dramatiq.Message(
                 queue_name=queue,
@@ -75,3 +79,22 @@ def envelopes(queue: str, messages: Sequence[Message]) -> list[dramatiq.Message]
             )
         )
     return carried
+
+
+def _chunks(messages: Sequence[Message]) -> list[tuple[Sequence[Message], tuple[Any, ...]]]:
+    """`messages` cut into envelopes' worth, in order, each with its messages as JSON data."""
+    chunks: list[tuple[Sequence[Message], tuple[Any, ...]]] = []
+    start, size = 0, 0
+    args: list[Any] = []
+    for index, message in enumerate(messages):
+        arg = message.model_dump(mode="json")
+        # As dramatiq's JSON encoder writes it (ASCII: characters are bytes).
+        length = len(json.dumps(arg, separators=(",", ":"))) + 1
+        if args and (len(args) == ENVELOPE_LIMIT or size + length > ENVELOPE_BYTES):
+            chunks.append((messages[start:index], tuple(args)))
+            start, size, args = index, 0, []
+        args.append(arg)
+        size += length
+    if args:
+        chunks.append((messages[start:], tuple(args)))
+    return chunks

@@ -98,12 +98,13 @@ class SagaBus:
             try:
                 coalescer.submit(_Envelope(current, payloads))
             except PublishFailed:
-                # Neither its effects' messages nor its retry could be published: reject it, and
-                # RabbitMQ moves it to the dead-letter queue, from which it can be replayed.
-                log.exception(
-                    "could not publish for a %s message; rejecting it to its dead-letter queue", name
-                )
-                current.fail()
+                # Neither its effects' messages nor its retry could be published. It goes round
+                # its queue's longest retry delay as it came, to be handled again; if even that
+                # cannot be published, it is rejected, and RabbitMQ moves it to its dead-letter
+                # queue (unless the broker is away: then it is delivered again once it is back).
+                log.exception("could not publish for a %s message; it will be handled again", name)
+                if not self._set_back(current):
+                    current.fail()
 
         entrypoint.__name__ = name
         return dramatiq.Actor(
@@ -114,6 +115,26 @@ class SagaBus:
             priority=0,
             options={},
         )
+
+    def _set_back(self, current: Any) -> bool:
+        """Send a dramatiq message, unchanged, round its queue's longest retry delay; False if that
+        could not be published either."""
+        delay = self.policy.max_backoff_ms
+        try:
+            self.policy.publisher.publish(
+                [
+                    Outgoing(
+                        topology.delay_exchange(delay),
+                        current.queue_name,
+                        current.encode(),
+                        message_id=current.message_id,
+                    )
+                ]
+            )
+        except PublishFailed:
+            log.exception("could not send a %s message round its retries either", current.actor_name)
+            return False
+        return True
 
     def consume(self, queues: Sequence[str]) -> None:
         """Make dramatiq aware of queues this worker consumes beyond its actors' (partitions)."""

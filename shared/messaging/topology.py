@@ -15,6 +15,7 @@ from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 
 from shared.errors import OrderflowError
+from shared.messaging.publisher import Outgoing, Publisher, PublishFailed
 
 # Public exchanges (kombu): upstream systems publish to the intake; anyone may subscribe to events.
 INTAKE_EXCHANGE = "orderflow.intake"
@@ -39,6 +40,18 @@ REPORTING_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.rejected")
 # queue of that delay, then RabbitMQ dead-letters it, routing key unchanged, into that queue.
 # One queue per delay value: every message in it expires in publishing order.
 DELAY_PREFIX = "orderflow.delay"
+
+# RabbitMQ refuses any message larger than this (`max_message_size` in deploy/rabbitmq/rabbitmq.conf,
+# which scripts/services.sh and docker-compose.yml give the broker), so an oversized intake message
+# is turned away by the broker before any consumer reads it. It is 16 times the intake's limit
+# (ORDERFLOW_MAX_MESSAGE_BYTES, 64 KiB: a message somewhat over it is still dead-lettered whole,
+# with the reason) and 4 times the largest saga envelope (routes.ENVELOPE_BYTES).
+BROKER_MAX_MESSAGE_BYTES = 1024 * 1024
+
+# Dead-letter queues are bounded (ORDERFLOW_DEAD_LETTER_MAX_MESSAGES and _MAX_BYTES; these are
+# their defaults) and a full one refuses what is published to it (reject-publish).
+DEAD_LETTER_MAX_MESSAGES = 100_000
+DEAD_LETTER_MAX_BYTES = 1024**3
 
 
 # Queues earlier builds declared and this one no longer uses: dramatiq's own dead-letter
@@ -78,6 +91,11 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dlq"
 
 
+def set_aside_queue(queue: str) -> str:
+    """Where `orderflow topology upgrade` keeps a dead-letter queue's messages while it redeclares it."""
+    return f"{queue}.upgrading"
+
+
 def delay_exchange(milliseconds: int) -> str:
     return f"{DELAY_PREFIX}.{milliseconds}"
 
@@ -108,6 +126,8 @@ class Topology:
 
     partitions: int = 1
     delays: frozenset[int] = field(default_factory=frozenset)
+    dead_letter_max_messages: int = DEAD_LETTER_MAX_MESSAGES
+    dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
 
     @property
     def stock_queues(self) -> list[str]:
@@ -121,6 +141,19 @@ class Topology:
     def consumed_queues(self) -> list[str]:
         """Every queue a worker consumes, each with a dead-letter queue of its own."""
         return [*(queue.name for queue in PUBLIC_QUEUES), *self.saga_queues]
+
+    @property
+    def dead_letter_queues(self) -> list[str]:
+        return [dead_letter_queue(queue) for queue in self.consumed_queues]
+
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-max-length": self.dead_letter_max_messages,
+            "x-max-length-bytes": self.dead_letter_max_bytes,
+            # A full dead-letter queue refuses (nacks) a new message, so its publisher knows and
+            # keeps it; the default, drop-head, would silently drop the oldest dead letter.
+            "x-overflow": "reject-publish",
+        }
 
     def saga_queue_arguments(self, queue: str) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -141,8 +174,8 @@ class Topology:
         for queue in self.saga_queues:
             yield Queue(queue, durable=True, queue_arguments=self.saga_queue_arguments(queue))
             yield Queue(dramatiq_delay_queue(queue), durable=True)
-        for queue in self.consumed_queues:
-            yield Queue(dead_letter_queue(queue), durable=True)
+        for queue in self.dead_letter_queues:
+            yield Queue(queue, durable=True, queue_arguments=self.dead_letter_queue_arguments())
         for milliseconds in sorted(self.delays):
             exchange = Exchange(delay_exchange(milliseconds), type="fanout", durable=True)
             yield exchange
@@ -165,21 +198,34 @@ class Topology:
     def upgrade(self, connection: Connection) -> tuple[list[str], list[str]]:
         """Bring a broker an older release declared in line with this one. A queue whose arguments
         changed, and a retired queue, is deleted (and the former declared anew) only while it is
-        empty and unused: RabbitMQ checks both atomically. Returns what was done and what is left
-        to the operator (queues still holding messages or consumed)."""
+        empty and unused: RabbitMQ checks both atomically. A dead-letter queue's messages wait for
+        a person, not for a consumer, so they are set aside first (`set_aside_queue`) and put back
+        once it is declared anew. Returns what was done and what is left to the operator (queues
+        still holding messages or consumed)."""
         done: list[str] = []
         left: list[str] = []
-        for entity in self.entities():
-            try:
-                with connection.channel() as channel:
-                    entity.bind(channel).declare()
-            except PreconditionFailed:
-                if _delete_if_idle(connection, entity.name):
+        publisher = Publisher(connection.as_uri(include_password=True))
+        try:
+            for entity in self.entities():
+                try:
                     with connection.channel() as channel:
                         entity.bind(channel).declare()
-                    done.append(f"declared {entity.name} anew with this release's arguments")
-                else:
-                    left.append(f"{entity.name} has other arguments and holds messages or consumers")
+                except PreconditionFailed:
+                    if entity.name in self.dead_letter_queues and not _consumers(connection, entity.name):
+                        aside = set_aside_queue(entity.name)
+                        with connection.channel() as channel:
+                            channel.queue_declare(aside, durable=True, auto_delete=False)
+                        _move(connection, publisher, entity.name, aside)
+                    if _delete_if_idle(connection, entity.name):
+                        with connection.channel() as channel:
+                            entity.bind(channel).declare()
+                        done.append(f"declared {entity.name} anew with this release's arguments")
+                    else:
+                        left.append(f"{entity.name} has other arguments and holds messages or consumers")
+            for queue in self.dead_letter_queues:
+                _put_back(connection, publisher, queue, done, left)
+        finally:
+            publisher.close()
         for queue in RETIRED_QUEUES:
             if not _exists(connection, queue):
                 continue
@@ -188,6 +234,56 @@ class Topology:
             else:
                 left.append(f"retired queue {queue} holds messages or consumers")
         return done, left
+
+
+def _put_back(
+    connection: Connection, publisher: Publisher, queue: str, done: list[str], left: list[str]
+) -> None:
+    """Move the dead letters set aside for `queue` back into it, as many as its limits take."""
+    aside = set_aside_queue(queue)
+    if not _exists(connection, aside):
+        return
+    try:
+        moved = _move(connection, publisher, aside, queue)
+    except PublishFailed as e:
+        left.append(f"{aside} holds dead letters of {queue} that do not fit under its limits ({e})")
+        return
+    if _delete_if_idle(connection, aside):
+        done.append(f"kept the {moved} dead letter(s) of {queue}")
+    else:
+        left.append(f"{aside} holds dead letters of {queue} or has consumers")
+
+
+def _move(connection: Connection, publisher: Publisher, source: str, target: str) -> int:
+    """Move every message of `source` to the end of `target`, in order, each confirmed before it is
+    removed: interrupted, it leaves duplicates, never a loss. Returns how many were moved;
+    PublishFailed if `target` refused some (those stay in `source`)."""
+    moved = 0
+    with connection.channel() as channel:
+        while True:
+            taken: list[Any] = []
+            while len(taken) < _MOVE_BATCH and (message := channel.basic_get(source, no_ack=False)):
+                taken.append(message)
+            if not taken:
+                return moved
+            try:
+                publisher.publish([Outgoing.again(message, "", target) for message in taken])
+            except PublishFailed as e:
+                refused = set(e.refused)  # when some were refused, the others were confirmed
+                for position, message in enumerate(taken if refused else ()):
+                    if position not in refused:
+                        channel.basic_ack(message.delivery_tag)
+                raise
+            channel.basic_ack(taken[-1].delivery_tag, multiple=True)
+            moved += len(taken)
+
+
+_MOVE_BATCH = 500
+
+
+def _consumers(connection: Connection, queue: str) -> int:
+    with connection.channel() as channel:
+        return int(channel.queue_declare(queue, passive=True).consumer_count)
 
 
 def _exists(connection: Connection, queue: str) -> bool:

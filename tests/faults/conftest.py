@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.own_services import OwnServices, unavailable
 from tests.system import System, running_system
 
-SERVICES_SCRIPT = str(Path(__file__).resolve().parents[2] / "scripts" / "services.sh")
 POOLS = {"order": 1, "inventory": 2, "payment": 1, "notification": 1, "reporting": 1}
+# Orders paid with `tok_slow` are in the mix: the simulated provider answers them after this long.
+SLOW_GATEWAY = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +23,24 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         yield system
 
 
-PORTS = {"stop-broker": 5672, "stop-store": 27017}
+@pytest.fixture(scope="module")
+def own_services() -> Iterator[OwnServices]:
+    """A broker and a store that only these tests use, which they may stop and start at will."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"outage tests need a broker and a store of their own: {reason}")
+    with OwnServices() as services:
+        yield services
 
 
-def services(action: str) -> None:
-    """Stop or start the real RabbitMQ or store, as an operator (or an outage) would."""
-    subprocess.run([SERVICES_SCRIPT, action], check=True, capture_output=True, timeout=300)
-    if action in PORTS:
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", PORTS[action])) != 0, f"{action} left the service up"
+@pytest.fixture(scope="module")
+def outage_system(tmp_path_factory: pytest.TempPathFactory, own_services: OwnServices) -> Iterator[System]:
+    """The whole system on the tests' own broker and store."""
+    with running_system(
+        tmp_path_factory.mktemp("outage-worker-logs"),
+        POOLS,
+        base=own_services.settings,
+        node=own_services.broker.node,
+        sim_gateway_delay=SLOW_GATEWAY,
+    ) as system:
+        yield system

@@ -4,6 +4,7 @@ upgrade` redeclares what is idle and leaves whatever still holds messages to the
 from __future__ import annotations
 
 import pytest
+from amqp.exceptions import NotFound
 from kombu import Connection
 
 from shared.messaging import topology
@@ -11,7 +12,7 @@ from shared.messaging.transport import topology_of
 from shared.settings import Settings
 from tests.integration.conftest import running
 from tests.integration.test_dead_letters import cli
-from tests.support import consumer_count, queue_depth, wait_for
+from tests.support import consumer_count, queue_depth, queue_messages, wait_for
 
 
 def _dramatiq_arguments(queue: str) -> dict[str, str]:
@@ -90,3 +91,60 @@ def test_a_waiting_worker_starts_once_the_broker_is_upgraded(settings: Settings)
             timeout=45,
             what="the payment worker consuming after the upgrade",
         )
+
+
+INTAKE_DLQ = topology.dead_letter_queue(topology.ORDER_INTAKE_QUEUE)
+
+
+def _dead_letters_of_an_earlier_build(settings: Settings, count: int) -> list[tuple[bytes, dict[str, str]]]:
+    """The intake's dead-letter queue as builds before its bounds declared it, holding dead letters."""
+    letters = [(f"letter {i}".encode(), {"x-orderflow-reason": f"reason {i}"}) for i in range(count)]
+    with Connection(settings.amqp_url) as connection, connection.channel() as channel:
+        channel.queue_declare(INTAKE_DLQ, durable=True, auto_delete=False)
+        for body, headers in letters:
+            message = channel.prepare_message(body, None, None, None, headers, {"delivery_mode": 2})
+            channel.basic_publish(message, exchange="", routing_key=INTAKE_DLQ)
+    return letters
+
+
+def test_upgrade_bounds_a_dead_letter_queue_and_keeps_its_dead_letters(settings: Settings) -> None:
+    letters = _dead_letters_of_an_earlier_build(settings, 3)
+    with Connection(settings.amqp_url) as connection, pytest.raises(topology.TopologyConflict) as refused:
+        topology_of(settings).declare(connection)
+    assert refused.value.queue == INTAKE_DLQ
+
+    upgrade = cli(settings, "topology", "upgrade")
+
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert f"declared {INTAKE_DLQ} anew" in upgrade.stdout
+    assert f"kept the 3 dead letter(s) of {INTAKE_DLQ}" in upgrade.stdout
+    with Connection(settings.amqp_url) as connection:
+        topology_of(settings).declare(connection)  # no conflict left
+    kept = [(body, dict(headers)) for body, headers in queue_messages(settings.amqp_url, INTAKE_DLQ)]
+    assert [(body.encode() if isinstance(body, str) else body, h) for body, h in kept] == letters, "in order"
+    assert consumer_count(settings.amqp_url, topology.set_aside_queue(INTAKE_DLQ)) == 0
+    with Connection(settings.amqp_url) as connection, pytest.raises(NotFound):
+        connection.channel().queue_declare(topology.set_aside_queue(INTAKE_DLQ), passive=True)
+
+
+def test_upgrade_keeps_the_dead_letters_that_do_not_fit_the_new_bound_aside(settings: Settings) -> None:
+    _dead_letters_of_an_earlier_build(settings, 3)
+    bounded = Settings(**{**settings.model_dump(), "dead_letter_max_messages": 2})
+    aside = topology.set_aside_queue(INTAKE_DLQ)
+
+    first = cli(bounded, "topology", "upgrade")
+
+    assert first.returncode == 1, first.stderr
+    assert f"left alone: {aside} holds dead letters of {INTAKE_DLQ} that do not fit" in first.stderr
+    assert (queue_depth(settings.amqp_url, INTAKE_DLQ), queue_depth(settings.amqp_url, aside)) == (2, 1)
+
+    # The operator makes room (here: takes the two off), and runs the upgrade again.
+    assert len(queue_messages(settings.amqp_url, INTAKE_DLQ)) == 2
+    second = cli(bounded, "topology", "upgrade")
+
+    assert second.returncode == 0, second.stderr
+    assert f"kept the 1 dead letter(s) of {INTAKE_DLQ}" in second.stdout
+    assert [body for body, _ in queue_messages(settings.amqp_url, INTAKE_DLQ)] in (
+        [b"letter 2"],
+        ["letter 2"],
+    )

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.errors import PermanentError
 from shared.messaging.delivery import DeliveryPolicy, Received, attempt_of, backoff_ms, retry_delays
 from shared.messaging.outbox import Outbox
 from shared.messaging.ports import Batch
-from shared.messaging.publisher import Outgoing
+from shared.messaging.publisher import Outgoing, PublishFailed
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,64 @@ def test_a_permanent_error_dead_letters_the_batch_at_once() -> None:
     delivery.process("test", [Received(Source(), "a", "a")], refuse)
     (letter,) = publisher.published
     assert letter.headers["reason"] == "PermanentError: cannot ever work"
+
+
+class FullDeadLetterQueues(Publisher):
+    """Refuses every dead letter, as RabbitMQ does when a dead-letter queue at its x-max-length has
+    x-overflow reject-publish: the others in the same batch are confirmed."""
+
+    def publish(self, messages: Sequence[Outgoing]) -> None:
+        refused = [i for i, message in enumerate(messages) if message.routing_key.endswith(".dlq")]
+        self.published.extend(m for i, m in enumerate(messages) if i not in refused)
+        if refused:
+            raise PublishFailed("RabbitMQ refused a message to (default exchange) / x.dlq", refused)
+
+
+def test_a_dead_letter_its_full_queue_refuses_waits_in_its_own_queue_at_the_same_attempt() -> None:
+    from shared.contracts.events import LowStock
+
+    outbox, publisher = Outbox(), FullDeadLetterQueues()
+    delivery = DeliveryPolicy(outbox, publisher, max_retries=2, min_backoff_ms=100, max_backoff_ms=1000)
+    refused_before = REGISTRY.get_sample_value(
+        "orderflow_dead_letters_refused_total", {"queue": Source.queue}
+    )
+    event = LowStock(sku="A", name="A", available=1, threshold=2)
+
+    def say_and_reject(batch: Batch[str]) -> None:
+        outbox.publish(event)
+        batch.reject(batch.messages[0], "no such order")
+
+    source = Source()
+    delivery.process(
+        "test",
+        [
+            Received(source, "junk", None, attempt=1, problem="not JSON"),
+            Received(source, "a", "a", attempt=3),
+        ],
+        say_and_reject,
+    )
+    # The event went out; each refused message goes round the longest backoff, its counter
+    # unchanged (attempt 1 and 3 again when they come back), and nothing was dead-lettered.
+    assert [(m.exchange, m.body) for m in publisher.published] == [
+        ("orderflow.events", event.model_dump_json().encode()),
+        ("delay.1000", b"junk#0"),
+        ("delay.1000", b"a#2"),
+    ]
+    refused = REGISTRY.get_sample_value("orderflow_dead_letters_refused_total", {"queue": Source.queue})
+    assert (refused or 0) - (refused_before or 0) == 2
+
+
+def test_a_refusal_of_anything_but_a_dead_letter_fails_the_batch() -> None:
+    class RefusesEverything(Publisher):
+        def publish(self, messages: Sequence[Outgoing]) -> None:
+            raise PublishFailed("RabbitMQ refused", list(range(len(messages))))
+
+    delivery = DeliveryPolicy(
+        Outbox(), RefusesEverything(), max_retries=2, min_backoff_ms=100, max_backoff_ms=1000
+    )
+
+    def fail(batch: Batch[str]) -> None:
+        raise ConnectionError("store down")
+
+    with pytest.raises(PublishFailed):
+        delivery.process("test", [Received(Source(), "a", "a")], fail)

@@ -1,12 +1,24 @@
-"""The `orderflow` command: run worker pools, manage stock, submit orders, track them, report."""
+"""The `orderflow` command: run worker pools, manage stock, submit orders, track them, report.
+
+Bad input, a bad setting or a service that is down ends a command with one line on stderr and the
+exit code of its error (shared/errors.py): 2 for input and settings, 4 for RabbitMQ or the store out
+of reach; workers log that line. A traceback means a bug.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import logging
+import re
 import sys
 
 from shared import logs
-from shared.settings import SERVICES, Settings
+from shared.contracts.base import SKU_PATTERN
+from shared.errors import CommandError, ServiceUnavailable, SettingError, UsageError
+from shared.settings import SERVICES, Settings, load_settings, masked
+
+log = logging.getLogger("orderflow")
 
 
 def _positive(text: str) -> int:
@@ -21,6 +33,18 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _sku(text: str) -> str:
+    if not re.fullmatch(SKU_PATTERN, text):
+        raise argparse.ArgumentTypeError("1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+    return text
+
+
+def _name(text: str) -> str:
+    if not 1 <= len(text) <= 200:
+        raise argparse.ArgumentTypeError("a name is 1 to 200 characters")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,14 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     stock_set = stock.add_parser("set", help="create or overwrite a SKU")
-    stock_set.add_argument("sku")
+    stock_set.add_argument("sku", type=_sku)
     stock_set.add_argument("--quantity", type=_non_negative, required=True)
     stock_set.add_argument("--price", required=True, help="decimal, e.g. 12.50")
-    stock_set.add_argument("--name")
-    stock_set.add_argument("--low-stock-threshold", type=_non_negative, default=0)
+    stock_set.add_argument("--name", type=_name, help="kept if omitted (a new SKU: the SKU itself)")
+    stock_set.add_argument("--low-stock-threshold", type=_non_negative, help="kept if omitted (a new SKU: 0)")
     stock_set.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
     stock_add = stock.add_parser("add", help="restock a SKU")
-    stock_add.add_argument("sku")
+    stock_add.add_argument("sku", type=_sku)
     stock_add.add_argument("quantity", type=_positive)
     stock_add.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
     stock_show = stock.add_parser("show", help="show SKUs and their stock")
@@ -77,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true")
     dlq_purge = dlq.add_parser("purge", help="delete every message of a dead-letter queue")
     dlq_purge.add_argument("queue")
+    dlq_purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     topology = commands.add_parser("topology", help="the broker's exchanges and queues").add_subparsers(
         dest="action", required=True
@@ -99,18 +124,85 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = Settings()
-    logs.configure(level="WARNING" if args.command not in ("worker", "run") else settings.log_level)
+    args = build_parser().parse_args(argv)  # a bad command line exits 2, with the usage
+    serving = args.command in ("worker", "run")
+    logs.configure(level="INFO" if serving else "WARNING")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Whatever a dead letter or an order holds, printing it never fails on the terminal's encoding.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    settings: Settings | None = None
+    try:
+        settings = load_settings()
+        if serving:
+            logs.configure(level=settings.log_level)
+        return _dispatch(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        error = command_error(e, settings)
+        if error is None:
+            raise  # a bug: its traceback is worth having
+        if serving:
+            log.error("%s", error)
+        else:
+            print(f"orderflow: {error}", file=sys.stderr)
+        return error.exit_code
 
+
+def command_error(error: Exception, settings: Settings | None) -> CommandError | None:
+    """What to tell a person about `error`: bad input, a bad setting, RabbitMQ or the store out of
+    reach; None for anything else (a bug). Never a password."""
+    import amqp.exceptions
+    import kombu.exceptions
+    import pydantic
+    import pymongo.errors
+
+    from shared.messaging.publisher import PublishFailed
+
+    broker = f"RabbitMQ at {masked(settings.amqp_url)}" if settings else "RabbitMQ"
+    store = f"the store at {masked(settings.mongo_url)}" if settings else "the store"
+    reason = masked(str(error)).split(" (configured timeouts")[0] or type(error).__name__
+    if isinstance(error, CommandError):
+        return error
+    if isinstance(error, amqp.exceptions.AccessRefused | amqp.exceptions.NotAllowed):
+        refusal = getattr(error, "reply_text", None) or reason
+        return SettingError(f"{broker} refused the connection ({refusal}): check ORDERFLOW_AMQP_URL")
+    if isinstance(error, pymongo.errors.ConfigurationError) or (
+        isinstance(error, pymongo.errors.OperationFailure) and error.code == 18  # authentication
+    ):
+        return SettingError(f"{store}: {reason}: check ORDERFLOW_MONGO_URL")
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return ServiceUnavailable(f"cannot reach {store} (ORDERFLOW_MONGO_URL): {reason}")
+    if isinstance(error, OSError) and error.filename is not None:
+        return UsageError(f"{error.filename}: {error.strerror}")
+    # pymongo wraps its own socket errors: any other connection error is the broker's.
+    if isinstance(
+        error,
+        kombu.exceptions.OperationalError | amqp.exceptions.ConnectionError | PublishFailed | OSError,
+    ):
+        return ServiceUnavailable(f"cannot reach {broker} (ORDERFLOW_AMQP_URL): {reason}")
+    if isinstance(error, UnicodeDecodeError):
+        return UsageError(f"the input is not UTF-8 text ({reason})")
+    if isinstance(error, pydantic.ValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        return UsageError(f"invalid input: {problems}")
+    return None
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         from shared.runtime import run_pool
 
-        return run_pool(args.service, args.processes, args.threads)
+        return run_pool(settings, args.service, args.processes, args.threads)
     if args.command == "run":
-        from shared.runtime import supervise
+        from shared.runtime import PoolProcess, supervise
 
-        return supervise([(service, args.threads, True, 0, 1) for service in SERVICES])
+        return supervise(
+            [
+                PoolProcess(service, args.threads, settings.metrics_port_of(service, all_pools=True))
+                for service in SERVICES
+            ]
+        )
     if args.command == "stock":
         from services.inventory import cli as inventory
 
@@ -140,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             return operations.dlq_list(settings, args.queue, args.json)
         if args.action == "replay":
             return operations.dlq_replay(settings, args.queue, args.message_id, args.all)
-        return operations.dlq_purge(settings, args.queue)
+        return operations.dlq_purge(settings, args.queue, args.yes)
     if args.command == "topology":
         from services import operations
 

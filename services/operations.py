@@ -10,7 +10,9 @@ from contextlib import contextmanager
 
 from kombu import Connection
 
-from shared.messaging.dead_letters import DeadLetterOffice, UnknownQueue, dead_letter_queues, resolve
+from shared import redaction
+from shared.errors import CommandError
+from shared.messaging.dead_letters import DeadLetterOffice, dead_letter_queues, printable, resolve
 from shared.messaging.publisher import Publisher
 from shared.messaging.transport import topology_of
 from shared.settings import Settings
@@ -27,44 +29,37 @@ def _office(settings: Settings) -> Iterator[DeadLetterOffice]:
 
 
 def dlq_list(settings: Settings, queue: str | None, as_json: bool) -> int:
-    sources = dead_letter_queues(settings.inventory_partitions)
+    """Count per dead-letter queue, or the messages of one: any bytes, shown with secrets masked."""
+    if queue is None:
+        return _dlq_counts(settings, as_json)
+    dead = resolve(queue, settings.inventory_partitions)
     with _office(settings) as office:
-        if queue is None:
-            counts = office.counts()
-            if as_json:
-                print(
-                    json.dumps([{"queue": q, "source": sources[q], "messages": n} for q, n in counts.items()])
-                )
-            else:
-                for name, count in counts.items():
-                    print(f"{count:>7}  {name}")
-            return 0
-        if (dead := _resolved(queue, settings)) is None:
-            return 2
         letters = office.browse(dead)
     if as_json:
         print(json.dumps([letter.as_json() for letter in letters], indent=2))
         return 0
     print(f"{len(letters)} message(s) in {dead}")
     for letter in letters:
-        preview = letter.body[:120].decode("utf-8", errors="replace").replace("\n", " ")
-        print(
-            f"\n{letter.id}  {letter.dead_lettered_at or ''}\n  reason: {letter.reason}\n  body:   {preview}"
-        )
+        reason = printable(redaction.redact_text(letter.reason))
+        print(f"\n{letter.id}  {letter.dead_lettered_at or ''}")
+        print(f"  reason: {reason}\n  body:   {letter.preview()}")
     return 0
 
 
-def _resolved(queue: str, settings: Settings) -> str | None:
-    try:
-        return resolve(queue, settings.inventory_partitions)
-    except UnknownQueue as e:
-        print(f"error: {e}")
-        return None
+def _dlq_counts(settings: Settings, as_json: bool) -> int:
+    sources = dead_letter_queues(settings.inventory_partitions)
+    with _office(settings) as office:
+        counts = office.counts()
+    if as_json:
+        print(json.dumps([{"queue": q, "source": sources[q], "messages": n} for q, n in counts.items()]))
+    else:
+        for name, count in counts.items():
+            print(f"{count:>7}  {name}")
+    return 0
 
 
 def dlq_replay(settings: Settings, queue: str, message_id: str | None, replay_all: bool) -> int:
-    if (dead := _resolved(queue, settings)) is None:
-        return 2
+    dead = resolve(queue, settings.inventory_partitions)
     with _office(settings) as office:
         replayed = office.replay(dead, None if replay_all else {message_id or ""})
     if not replayed and not replay_all:
@@ -75,13 +70,27 @@ def dlq_replay(settings: Settings, queue: str, message_id: str | None, replay_al
     return 0
 
 
-def dlq_purge(settings: Settings, queue: str) -> int:
-    if (dead := _resolved(queue, settings)) is None:
-        return 2
+def dlq_purge(settings: Settings, queue: str, confirmed: bool) -> int:
+    """Delete the dead letters of a queue: those counted when asked, once a person said yes on a
+    terminal (or `confirmed`, --yes); without a terminal to ask on, nothing."""
+    dead = resolve(queue, settings.inventory_partitions)
     with _office(settings) as office:
-        purged = office.purge(dead)
+        count = office.count(dead)
+    if count and not confirmed and not _agreed(f"purge {count} message(s) from {dead}"):
+        print(f"nothing purged from {dead}")
+        return 1
+    with _office(settings) as office:
+        purged = office.purge(dead, limit=count)
     print(f"purged {purged} message(s) from {dead}")
     return 0
+
+
+def _agreed(action: str) -> bool:
+    """Whether a person at the terminal agrees to `action`; with no terminal to ask on, an error."""
+    if not sys.stdin.isatty():
+        raise CommandError(f"refusing to {action} unconfirmed: no terminal to ask on; pass --yes")
+    print(f"{action}? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def topology_upgrade(settings: Settings) -> int:

@@ -1,16 +1,21 @@
 """Running worker pools: processes, each with dramatiq worker threads and kombu consumer threads.
 
-`serve` runs one worker process until SIGTERM or SIGINT, then drains: messages in hand finish,
-prefetched ones go back to their queue unacked. `supervise` runs several such processes, restarts
-one that dies, and stops them all on a signal.
+`serve` runs one worker process until SIGTERM or SIGINT, then drains: messages in hand finish
+within DRAIN_SECONDS, prefetched ones go back to their queue unacked, and anything still in hand at
+the deadline is left unacked as the process exits, for RabbitMQ to deliver again (handlers are
+idempotent). `supervise` runs several such processes, restarts one that dies, stops them all on a
+signal, and never outlives them: each is told to stop when its supervisor dies, even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,14 +28,20 @@ from kombu.exceptions import OperationalError
 from pymongo.errors import PyMongoError
 
 from shared import logs, metrics
+from shared.errors import CommandError, SettingError
 from shared.messaging.exchanges import ConsumerThread, QueueConsumer
 from shared.messaging.topology import TopologyConflict
 from shared.messaging.transport import Transport
-from shared.settings import Settings
+from shared.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT_SECONDS = 30
+# Container runtimes kill a process 10 s after SIGTERM. A worker process gives the messages in its
+# hands DRAIN_SECONDS to finish, then exits whatever they do, and what it had not acked is delivered
+# again; its supervisor kills what is left after EXIT_GRACE_SECONDS more.
+DRAIN_SECONDS = 6.0
+EXIT_GRACE_SECONDS = 2.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # A process of a pool consumes the partitions it prefers at once, and the others only after this:
 # RabbitMQ makes the first consumer of a single-active-consumer queue its active one, so each
 # partition gets an active consumer in its preferred process and standbys in the others.
@@ -75,10 +86,12 @@ def consumers_per_queue(threads: int) -> int:
     return max(1, min(2, threads // 2))
 
 
-def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, slots: int = 1) -> None:
-    """Run `app` with `threads` threads per queue until `stop` is set, then drain and close."""
+def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, slots: int = 1) -> bool:
+    """Run `app` with `threads` threads per queue until `stop` is set, then drain and close. False if
+    some of its threads still held work DRAIN_SECONDS after `stop`: their messages are unacked, and
+    the process should exit now (its connections close, and RabbitMQ delivers them again)."""
     if not _when_reachable(lambda: _start(app), stop, app.name):
-        return
+        return True
     workers: list[dramatiq.Worker] = []
 
     def consume(queues: list[str]) -> None:
@@ -87,6 +100,9 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, sl
             # One dramatiq message (up to a batch of saga messages) in hand per thread: more would
             # sit in this process unacked while another could take it, and hide a backlog.
             worker.queue_prefetch = threads
+            # dramatiq's own delay queues (`<queue>.DQ`) stay empty: Orderflow delays through its
+            # delay exchanges. dramatiq would hold up to 1000 per thread from them.
+            worker.delay_prefetch = threads
             worker.start()
             workers.append(worker)
 
@@ -118,20 +134,38 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, sl
         consume(standby)
         log.info("%s worker standing by for %s", app.name, ", ".join(standby))
     stop.wait()
-    log.info("%s worker stopping: draining in-flight messages", app.name)
-    # Every consumer stops taking messages at once; then each finishes what it holds.
+    log.info("%s worker stopping: draining in-flight messages (up to %.0f s)", app.name, DRAIN_SECONDS)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    # Every consumer stops taking messages at once; then each finishes what it holds, all of them
+    # against one deadline. dramatiq's stop requeues what its consumers prefetched and, at the
+    # deadline, closes its consumers with any message still in hand unacked.
     for thread in consumer_threads:
         thread.stop()
     for worker in workers:
-        worker.stop(timeout=DRAIN_TIMEOUT_SECONDS * 1000)
-    for thread in consumer_threads:
-        thread.join(DRAIN_TIMEOUT_SECONDS)
-    for periodic in periodic_threads:
-        periodic.join(DRAIN_TIMEOUT_SECONDS)
+        worker.stop(timeout=round(_left(deadline) * 1000))
+    threads_left: list[threading.Thread] = [*consumer_threads, *periodic_threads]
+    for running in threads_left:
+        running.join(_left(deadline))
+    busy = [t.name for t in [*threads_left, *(t for w in workers for t in w.workers)] if t.is_alive()]
+    if busy:
+        log.warning(
+            "%s worker: %d thread(s) still busy after %.0f s (%s); stopping without them: RabbitMQ "
+            "delivers the messages they hold again",
+            app.name,
+            len(busy),
+            DRAIN_SECONDS,
+            ", ".join(busy[:5]),
+        )
+        return False
     for close in app.closers:
         close()
     app.transport.close()
     log.info("%s worker stopped", app.name)
+    return True
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _every(name: str, seconds: float, task: Callable[[], Any], stop: threading.Event) -> None:
@@ -144,21 +178,39 @@ def _every(name: str, seconds: float, task: Callable[[], Any], stop: threading.E
         stop.wait(seconds)
 
 
-def run_process(
-    service: str, threads: int, serve_metrics: bool = True, slot: int = 0, slots: int = 1
-) -> None:
+def run_process(service: str, threads: int, metrics_port: int | None, slot: int = 0, slots: int = 1) -> None:
     """One worker process (`slot` of a pool of `slots`): read settings, bootstrap, serve until
-    signalled. It serves its own /metrics unless it is one of a pool's several processes (then its
-    supervisor does)."""
+    signalled, and be gone within DRAIN_SECONDS (and a second) of the signal whatever its threads
+    are doing. It serves its own /metrics on `metrics_port`, unless it is one of a pool's several
+    processes (None: its supervisor serves them)."""
     bootstrap: Bootstrap = importlib.import_module(f"services.{service}.bootstrap").bootstrap
-    settings = Settings()
+    settings = load_settings()
     logs.configure(worker=service, level=settings.log_level)
-    if serve_metrics:
-        serve_pool_metrics(settings, service)
+    if metrics_port is not None:
+        serve_pool_metrics(settings, service, metrics_port)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            # Should the drain itself hang (a thread stuck in a call that ignores the deadline).
+            watchdog = threading.Timer(DRAIN_SECONDS + 1.0, _exit_now, args=(service,))
+            watchdog.daemon = True
+            watchdog.start()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    serve(bootstrap(settings), threads, stop, slot, slots)
+        signal.signal(signum, on_signal)
+    if not serve(bootstrap(settings), threads, stop, slot, slots):
+        _exit_now(service)
+
+
+def _exit_now(service: str) -> None:
+    """Leave at once, as asked to stop: what this process has not acked, RabbitMQ delivers again."""
+    log.warning("%s worker exiting with work in hand, for RabbitMQ to deliver again", service)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 DEPENDENCY_ERRORS = (OSError, PyMongoError, OperationalError, dramatiq.errors.BrokerConnectionError)
@@ -187,40 +239,84 @@ def _when_reachable(start: Callable[[], None], stop: threading.Event, name: str)
     return False
 
 
-def serve_pool_metrics(settings: Settings, service: str, multiprocess_dir: str | None = None) -> None:
-    port = settings.metrics_port_of(service)
+def serve_pool_metrics(
+    settings: Settings, service: str, port: int, multiprocess_dir: str | None = None
+) -> None:
     try:
         metrics.serve(port, settings.metrics_address, multiprocess_dir)
     except OSError as e:
-        raise SystemExit(
-            f"{service}: cannot serve metrics on {settings.metrics_address}:{port} ({e.strerror}). "
-            "Run more processes of a pool with --processes, or give each its own ORDERFLOW_METRICS_PORT."
+        raise SettingError(
+            f"{service}: cannot serve metrics on {settings.metrics_address}:{port} ({e.strerror}); "
+            "run more processes of a pool with --processes, or give each pool its own "
+            "ORDERFLOW_METRICS_PORT"
         ) from e
     print(f"{service} metrics on http://{settings.metrics_address}:{port}/metrics", flush=True)
 
 
-def run_pool(service: str, processes: int, threads: int) -> int:
+def run_pool(settings: Settings, service: str, processes: int, threads: int) -> int:
     """A pool of processes of one worker, with one /metrics endpoint for all of them."""
+    port = settings.metrics_port_of(service)
     if processes == 1:
-        run_process(service, threads)
+        run_process(service, threads, port)
         return 0
     with metrics.pool_directory() as directory:
-        serve_pool_metrics(Settings(), service, directory)
-        return supervise([(service, threads, False, slot, processes) for slot in range(processes)])
+        serve_pool_metrics(settings, service, port, directory)
+        return supervise([PoolProcess(service, threads, None, slot, processes) for slot in range(processes)])
 
 
-Spec = tuple[str, int, bool, int, int]  # service, threads, serves its metrics, slot, slots
+@dataclass(frozen=True)
+class PoolProcess:
+    """A process a supervisor runs: `slot` of a pool of `slots` processes of `service`."""
+
+    service: str
+    threads: int
+    metrics_port: int | None  # where it serves its /metrics; None: its supervisor serves the pool's
+    slot: int = 0
+    slots: int = 1
 
 
-def supervise(specs: list[Spec]) -> int:
-    """Run one process per spec; restart any that dies; stop all on a signal."""
+def _pool_process(spec: PoolProcess, supervisor: int) -> None:
+    """The entry point of a supervised process."""
+    _stop_with(supervisor)
+    logs.configure(worker=spec.service)
+    try:
+        run_process(spec.service, spec.threads, spec.metrics_port, spec.slot, spec.slots)
+    except CommandError as e:
+        log.error("%s", e)
+        sys.exit(e.exit_code)
+
+
+def _stop_with(supervisor: int) -> None:
+    """Be told to stop (SIGTERM: drain, then exit) when the supervisor dies, even by SIGKILL: Linux's
+    parent-death signal, or elsewhere a thread that watches the parent's pid."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_parent, args=(supervisor,), name="parent-watch", daemon=True).start()
+    if os.getppid() != supervisor:  # it died before this process asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def supervise(specs: list[PoolProcess]) -> int:
+    """Run one process per spec; restart any that dies; stop all on a signal, within
+    DRAIN_SECONDS + EXIT_GRACE_SECONDS."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
 
-    def start(spec: Spec) -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=run_process, args=spec, name=f"orderflow-{spec[0]}")
+    def start(spec: PoolProcess) -> multiprocessing.process.BaseProcess:
+        process = context.Process(
+            target=_pool_process, args=(spec, os.getpid()), name=f"orderflow-{spec.service}"
+        )
         process.start()
         return process
 
@@ -250,9 +346,12 @@ def supervise(specs: list[Spec]) -> int:
     for process in processes:
         if process.is_alive():
             process.terminate()
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS + 10
+    deadline = time.monotonic() + DRAIN_SECONDS + EXIT_GRACE_SECONDS
     for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
+        process.join(_left(deadline))
+    for process in processes:
         if process.is_alive():
+            log.warning("%s (pid %s) did not stop in time; killing it", process.name, process.pid)
             process.kill()
+            process.join(1.0)
     return 0

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Any
+
+from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import money
+from shared.errors import SettingError
 
 SERVICES = ("order", "inventory", "payment", "notification", "reporting")
 
@@ -54,15 +60,52 @@ class Settings(BaseSettings):
     min_backoff_ms: int = Field(default=200, gt=0)
     max_backoff_ms: int = Field(default=5_000, gt=0)
     payment_attempts: int = Field(default=3, gt=0)
+    # How long the simulated gateway takes to answer a charge made with the token `tok_slow`.
+    sim_gateway_delay: float = Field(default=5.0, ge=0)
 
     # Notifications: SMTP is optional; every notification is also recorded in the store.
+    # smtp:// upgrades with STARTTLS (and never logs in without it), smtps:// is TLS from the start;
+    # certificates are always verified, against the system's CAs plus this PEM file if set.
     smtp_url: str | None = None
+    smtp_ca_file: FilePath | None = None
     mail_from: str = "Orderflow <orders@orderflow.invalid>"
     operator_email: str = "operators@orderflow.invalid"
     notification_lease_seconds: float = Field(default=30.0, gt=0)
 
-    def metrics_port_of(self, service: str) -> int:
-        return self.metrics_port or METRICS_PORTS[service]
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, code: str) -> str:
+        money.exponent(code)  # raises UnknownCurrency, naming the code
+        return code
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, url: str) -> str:
+        return _url(url, ("amqp", "amqps"), "amqp://user:password@host:5672/vhost")
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _mongo_url(cls, url: str) -> str:
+        return _url(url, ("mongodb", "mongodb+srv"), "mongodb://host:27017/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, url: str | None) -> str | None:
+        return None if url is None else _url(url, ("smtp", "smtps"), "smtp://user:password@host:587")
+
+    def metrics_port_of(self, service: str, *, all_pools: bool = False) -> int:
+        """Where `service`'s pool serves /metrics: ORDERFLOW_METRICS_PORT as it is for `orderflow
+        worker`; under `orderflow run` (`all_pools`), five pools on one machine, that port plus the
+        pool's place in SERVICES (order +0, inventory +1, ... reporting +4). Unset: 9101 to 9105."""
+        if self.metrics_port is None:
+            return METRICS_PORTS[service]
+        port = self.metrics_port + (SERVICES.index(service) if all_pools else 0)
+        if port > 65535:
+            raise SettingError(
+                f"ORDERFLOW_METRICS_PORT={self.metrics_port}: orderflow run serves its five pools on "
+                f"it and the four ports after it, so it must be at most {65535 - len(SERVICES) + 1}"
+            )
+        return port
 
     def database_name(self, service: str) -> str:
         """The database a worker owns: `<prefix>_orders`, `<prefix>_inventory`, ..."""
@@ -78,3 +121,34 @@ DATABASES = {
 }
 
 METRICS_PORTS = {"order": 9101, "inventory": 9102, "payment": 9103, "notification": 9104, "reporting": 9105}
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; a SettingError names every bad variable, never a password."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise SettingError("; ".join(_problem(error) for error in e.errors())) from e
+
+
+def masked(text: str) -> str:
+    """`text` with the password of any URL in it hidden: amqp://guest:***@host/."""
+    return re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+
+
+def _url(url: str, schemes: tuple[str, ...], example: str) -> str:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if scheme.lower() not in schemes or not host:
+        raise ValueError(f"not a URL of {' or '.join(f'{s}://' for s in schemes)}, such as {example}")
+    return url
+
+
+def _problem(error: Any) -> str:
+    field = ".".join(str(part) for part in error["loc"])
+    variable = f"ORDERFLOW_{field.upper()}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, str):
+        return f"{variable}={masked(value)!r}: {message}"
+    return f"{variable}: {message}"

@@ -10,6 +10,7 @@ from services.inventory.store import ProductRepository
 from shared import store
 from shared.contracts import saga
 from shared.contracts.base import Message
+from shared.errors import UsageError
 from shared.messaging import topology
 from shared.messaging.transport import Transport
 from shared.money import InvalidAmount, to_decimal_string, to_minor
@@ -19,19 +20,26 @@ NOT_APPLIED = 3
 
 
 def set_stock(
-    settings: Settings, sku: str, quantity: int, price: str, name: str | None, threshold: int, wait: float
+    settings: Settings,
+    sku: str,
+    quantity: int,
+    price: str,
+    name: str | None,
+    threshold: int | None,
+    wait: float,
 ) -> int:
+    """Set a SKU's price and units; its name and low-stock threshold too when given (None keeps
+    them, or gives a new SKU its own SKU as name and 0)."""
     try:
-        minor = to_minor(price)
+        minor = to_minor(price, settings.currency)
     except InvalidAmount as e:
-        print(f"error: {e}")
-        return 2
+        raise UsageError(f"--price: {e}") from e
     command = saga.SetStock(
         partition=_partition(settings, sku),
         sku=sku,
         quantity=quantity,
         price=minor,
-        name=name or sku,
+        name=name,
         low_stock_threshold=threshold,
     )
     return _send_and_wait(settings, command, sku, wait)
@@ -56,8 +64,9 @@ def show_stock(settings: Settings, skus: list[str], as_json: bool) -> int:
         print(f"{header} {'LOW<':>5}")
         for p in found:
             flag = "  LOW" if p.is_low else ""
+            price = to_decimal_string(p.price, settings.currency)
             print(
-                f"{p.sku:<16} {p.name[:24]:<24} {to_decimal_string(p.price):>10} {p.available:>10} "
+                f"{p.sku:<16} {p.name[:24]:<24} {price:>10} {p.available:>10} "
                 f"{p.reserved:>9} {p.sold:>7} {p.low_stock_threshold:>5}{flag}"
             )
     for sku in missing:
@@ -69,7 +78,7 @@ def _as_json(product: Product) -> dict[str, object]:
     return {
         "sku": product.sku,
         "name": product.name,
-        "price": to_decimal_string(product.price),
+        "price": to_decimal_string(product.price, currency),
         "available": product.available,
         "reserved": product.reserved,
         "sold": product.sold,

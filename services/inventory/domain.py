@@ -95,13 +95,22 @@ class Product:
         return True
 
     def set(
-        self, *, name: str, price: int, available: int, low_stock_threshold: int, operation_id: str
+        self,
+        *,
+        price: int,
+        available: int,
+        operation_id: str,
+        name: str | None = None,
+        low_stock_threshold: int | None = None,
     ) -> None:
-        """Overwrite the catalog entry; units held for orders stay held."""
-        self.name = name
+        """Overwrite the catalog entry; a name or threshold not given stays as it is, and units held
+        for orders stay held."""
         self.price = price
         self.available = available
-        self.low_stock_threshold = low_stock_threshold
+        if name is not None:
+            self.name = name
+        if low_stock_threshold is not None:
+            self.low_stock_threshold = low_stock_threshold
         self._remember(operation_id)
 
     def _remember(self, operation_id: str) -> None:

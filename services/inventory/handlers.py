@@ -147,11 +147,11 @@ class InventoryHandlers:
                     continue
                 before = product.available
                 product.set(
-                    name=command.name,
                     price=command.price,
                     available=command.quantity,
-                    low_stock_threshold=command.low_stock_threshold,
                     operation_id=command.message_id,
+                    name=command.name,
+                    low_stock_threshold=command.low_stock_threshold,
                 )
                 products[command.sku] = changed[command.sku] = product
                 log.info("%s set: %d available at %d", product.sku, product.available, product.price)

@@ -54,14 +54,15 @@ class CommitStock(OrderMessage):
 
 
 class SetStock(Message):
-    """Create or overwrite a catalog entry: name, price and available units."""
+    """Create or overwrite a catalog entry: price and available units, and the name and low-stock
+    threshold if given (None keeps an existing entry's; a new one gets the SKU and 0)."""
 
     partition: Partition = 0
     sku: Sku
     quantity: int = Field(ge=0)
     price: MinorUnits
-    name: str = Field(min_length=1, max_length=200)
-    low_stock_threshold: int = Field(ge=0)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    low_stock_threshold: int | None = Field(default=None, ge=0)
 
 
 class Restock(Message):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +15,15 @@ from shared.contracts import saga
 from shared.messaging import topology
 from shared.settings import Settings
 from tests.integration.conftest import running
-from tests.support import EventCollector, Publish, queue_messages, saga_replies, unique, wait_for
+from tests.support import (
+    EventCollector,
+    Publish,
+    queue_messages,
+    saga_replies,
+    settings_env,
+    unique,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -159,3 +170,27 @@ def test_a_message_breaking_the_contract_is_dead_lettered_alone_with_the_reason(
     assert "invalid ReserveStock" in headers["x-orderflow-reason"]
     assert [payload["order_id"] for payload in json.loads(body)["args"]] == ["o-8"]
     assert json.loads(body)["options"]["dead_letter_reason"].startswith("invalid ReserveStock: lines")
+
+
+def test_stock_set_keeps_the_name_and_threshold_it_is_not_given(settings, inventory) -> None:
+    def orderflow(*args: str) -> str:
+        command = [str(Path(sys.executable).with_name("orderflow")), *args]
+        env = {"PATH": "/usr/bin:/bin", **settings_env(settings)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def shown(sku: str) -> tuple[str, int, str, int]:
+        (product,) = json.loads(orderflow("stock", "show", sku, "--json"))
+        return product["name"], product["low_stock_threshold"], product["price"], product["available"]
+
+    mug, new = unique("MUG"), unique("NEW")
+    orderflow(
+        *f"stock set {mug} --quantity 3 --price 1.00 --low-stock-threshold 5".split(), "--name", "Blue mug"
+    )
+    orderflow("stock", "set", mug, "--quantity", "20", "--price", "2.50")
+    assert shown(mug) == ("Blue mug", 5, "2.50", 20)
+    orderflow("stock", "set", mug, "--quantity", "20", "--price", "2.50", "--low-stock-threshold", "0")
+    assert shown(mug) == ("Blue mug", 0, "2.50", 20)
+    orderflow("stock", "set", new, "--quantity", "1", "--price", "1.00")
+    assert shown(new) == (new, 0, "1.00", 1)

@@ -149,3 +149,53 @@ def test_each_partition_decides_for_its_own_lines_of_an_order() -> None:
     assert (type(refused).__name__, refused.partition) == ("StockReservationFailed", 0)
     assert (type(reserved).__name__, reserved.partition) == ("StockReserved", 1), "not partition 0's answer"
     assert products.products["B"].reserved == 2
+
+
+def test_a_reservation_overlapping_a_release_by_another_writer_leaves_no_hold() -> None:
+    products = FakeProducts(Product("A", "A", 100, available=5))
+    reservations, outbox = FakeReservations(), Recorder()
+    # After a failover two processes may write for a partition for a moment, each with its own locks.
+    old, new = (InventoryHandlers(products, reservations, outbox, outbox) for _ in range(2))
+    products.before_save = lambda: new.release_stock(batch(saga.ReleaseStock(order_id="o-1", skus=["A"])))
+    with pytest.raises(DecidedElsewhere):
+        old.reserve_stock(reserve(("A", 2)))  # its holds are written, its decision is fenced off
+    old.reserve_stock(reserve(("A", 2)))  # the batch is retried
+    assert (products.products["A"].available, products.products["A"].reserved) == (5, 0)
+    assert reservations.reservations["o-1"].status is ReservationStatus.RELEASED
+
+
+def test_a_hold_whose_commit_never_came_makes_inventory_ask_its_order() -> None:
+    products = FakeProducts(Product("A", "A", 100, available=5))
+    reservations, outbox = FakeReservations(), Recorder()
+    handlers = InventoryHandlers(products, reservations, outbox, outbox)
+    handlers.reserve_stock(reserve(("A", 2), order_id="o-1"))
+    handlers.reserve_stock(reserve(("A", 1), order_id="o-2"))
+    handlers.commit_stock(batch(saga.CommitStock(order_id="o-1", skus=["A"])))
+    assert (
+        products.products["A"].sold == 2
+        and reservations.reservations["o-1"].status is ReservationStatus.COMMITTED
+    )
+    outbox.clear()
+    assert handlers.ask_about_held_stock(before=reservations.decided_at + timedelta(seconds=1)) == 1
+    assert [(type(m).__name__, m.order_id) for m in outbox.sent] == [("StockStillHeld", "o-2")]
+    assert handlers.ask_about_held_stock(before=reservations.decided_at - timedelta(seconds=1)) == 0
+
+
+def test_stock_set_without_a_name_or_threshold_keeps_an_existing_products_and_defaults_a_new_one() -> None:
+    products = FakeProducts(Product("MUG", "Blue mug", 100, available=3, low_stock_threshold=5))
+    outbox = Recorder()
+    handlers = InventoryHandlers(products, FakeReservations(), outbox, outbox)
+    handlers.set_stock(batch(saga.SetStock(sku="MUG", quantity=20, price=250)))
+    handlers.set_stock(batch(saga.SetStock(sku="NEW", quantity=1, price=100)))
+    mug, new = products.products["MUG"], products.products["NEW"]
+    assert (mug.name, mug.low_stock_threshold, mug.price, mug.available) == ("Blue mug", 5, 250, 20)
+    assert (new.name, new.low_stock_threshold) == ("NEW", 0)
+
+
+def test_a_stock_set_from_an_earlier_release_still_decodes_and_sets_everything() -> None:
+    earlier = {"sku": "MUG", "quantity": 2, "price": 100, "name": "Mug", "low_stock_threshold": 3}
+    command = saga.SetStock.model_validate(earlier)
+    assert (command.name, command.low_stock_threshold) == ("Mug", 3)
+    products, outbox = FakeProducts(Product("MUG", "Old", 90)), Recorder()
+    InventoryHandlers(products, FakeReservations(), outbox, outbox).set_stock(batch(command))
+    assert (products.products["MUG"].name, products.products["MUG"].low_stock_threshold) == ("Mug", 3)

@@ -99,3 +99,11 @@ def test_low_stock_fires_only_when_crossing_the_threshold() -> None:
 
 def test_lines_of_one_sku_are_merged() -> None:
     assert units_per_sku([("A", 1), ("B", 2), ("A", 3)]) == {"A": 4, "B": 2}
+
+
+def test_setting_a_product_keeps_the_name_and_threshold_not_given() -> None:
+    mug = Product("MUG", "Blue mug", 100, available=3, low_stock_threshold=5)
+    mug.set(price=250, available=20, operation_id="op-1")
+    assert (mug.name, mug.low_stock_threshold, mug.price, mug.available) == ("Blue mug", 5, 250, 20)
+    mug.set(price=250, available=20, operation_id="op-2", name="Red mug", low_stock_threshold=0)
+    assert (mug.name, mug.low_stock_threshold) == ("Red mug", 0)

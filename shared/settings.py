@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     db_prefix: str = Field(default="orderflow", pattern=r"^[A-Za-z0-9_-]{1,40}$")
 
-    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    # An ISO 4217 code: its minor unit (0 decimals for JPY, 2 for CNY, 3 for KWD) is what amounts count.
+    currency: str = "CNY"
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     # Where a worker pool serves /metrics: by default 9101 (order) to 9105 (reporting), on loopback.
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     step_timeout: float = Field(default=30.0, gt=0)
     # How often each order worker looks for sagas past their deadline whose timer went missing.
     sweep_interval: float = Field(default=60.0, gt=0)
+    # A release or refund outstanding for longer than this many seconds is overdue (it is still
+    # asked for, with backoff), and units held that long make inventory ask their order whether
+    # to sell or release them (orderflow_compensations_overdue, orderflow_stock_holds_overdue).
+    compensation_grace: float = Field(default=300.0, gt=0)
 
     # Sagas an order worker process keeps under way at once; more orders wait in the intake queue,
     # where they hold no stock and no step's clock runs for them.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from kombu import Connection, Consumer, Queue, binding
 
@@ -217,24 +218,63 @@ def dramatiq_payloads(amqp_url: str, queue: str) -> list[dict[str, Any]]:
 
 
 class SmtpInbox:
-    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives.
 
-    def __init__(self, port: int | None = None) -> None:
+    With `starttls` (a server TLS context) it offers STARTTLS; with `implicit_tls`, it speaks TLS from
+    the start (smtps). With `credentials` it offers AUTH, after TLS only unless `auth_in_clear`, and
+    records every login attempt, whether or not it succeeds.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
+        auth_in_clear: bool = False,
+    ) -> None:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Any] = []
+        self.over_tls: list[bool] = []  # for each message, whether it came over TLS
+        self.logins: list[tuple[str, str, bool]] = []  # (user, password, over TLS)
         self.port = port or free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.credentials = credentials
+        self.scheme = "smtps" if implicit_tls else "smtp"
+        self._controller = Controller(
+            self,
+            hostname="127.0.0.1",
+            port=self.port,
+            ssl_context=implicit_tls,
+            tls_context=starttls,
+            authenticator=self._authenticate if credentials else None,
+            # aiosmtpd counts only STARTTLS as TLS; on smtps, every byte is encrypted from the start.
+            auth_require_tls=not auth_in_clear and implicit_tls is None,
+        )
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         from email import message_from_bytes
 
         self.messages.append(message_from_bytes(envelope.content))
+        self.over_tls.append(self._over_tls(server, session))
         return "250 Message accepted"
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        user, password = auth_data.login.decode(), auth_data.password.decode()
+        self.logins.append((user, password, self._over_tls(server, session)))
+        return AuthResult(success=(user, password) == self.credentials, handled=False)
+
+    @staticmethod
+    def _over_tls(server: Any, session: Any) -> bool:
+        return session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        user = ":".join(quote(part, safe="") for part in self.credentials) + "@" if self.credentials else ""
+        return f"{self.scheme}://{user}127.0.0.1:{self.port}"
 
     def to(self, recipient: str) -> list[Any]:
         return [m for m in self.messages if m["To"] == recipient]

@@ -58,7 +58,7 @@ def show_stock(settings: Settings, skus: list[str], as_json: bool) -> int:
     found = [p for p in products.all() if not skus or p.sku in skus]
     missing = sorted(set(skus) - {p.sku for p in found})
     if as_json:
-        print(json.dumps([_as_json(p) for p in found], indent=2))
+        print(json.dumps([_as_json(p, settings.currency) for p in found], indent=2))
     else:
         header = f"{'SKU':<16} {'NAME':<24} {'PRICE':>10} {'AVAILABLE':>10} {'RESERVED':>9} {'SOLD':>7}"
         print(f"{header} {'LOW<':>5}")
@@ -74,7 +74,7 @@ def show_stock(settings: Settings, skus: list[str], as_json: bool) -> int:
     return 1 if missing else 0
 
 
-def _as_json(product: Product) -> dict[str, object]:
+def _as_json(product: Product, currency: str) -> dict[str, object]:
     return {
         "sku": product.sku,
         "name": product.name,
@@ -107,7 +107,8 @@ def _send_and_wait(settings: Settings, command: Message, sku: str, wait: float) 
     while time.monotonic() < deadline:
         product = products.get(sku)
         if product is not None and command.message_id in product.recent_operations:
-            print(f"{sku}: {product.available} available at {to_decimal_string(product.price)}")
+            price = to_decimal_string(product.price, settings.currency)
+            print(f"{sku}: {product.available} available at {price}")
             return 0
         time.sleep(0.1)
     print(f"queued, but not applied within {wait:.0f} s: is the inventory worker running?")

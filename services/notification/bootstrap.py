@@ -15,7 +15,11 @@ from shared.settings import Settings
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     notifications = NotificationRepository(store.database(client, settings, "notification"))
-    mailer = SmtpMailer(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
+    mailer = (
+        SmtpMailer(settings.smtp_url, settings.mail_from, ca_file=settings.smtp_ca_file)
+        if settings.smtp_url
+        else None
+    )
     handlers = NotificationHandlers(
         notifications,
         mailer,

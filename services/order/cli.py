@@ -77,7 +77,7 @@ def status(settings: Settings, order_id: str, as_json: bool) -> int:
 
 def order_view(order: Order) -> dict[str, Any]:
     def money(minor: int | None) -> str | None:
-        return None if minor is None else to_decimal_string(minor)
+        return None if minor is None else to_decimal_string(minor, order.currency)
 
     return {
         "order_id": order.order_id,

@@ -9,13 +9,14 @@ from shared.contracts.events import OrderStatusChanged
 from shared.money import to_decimal_string, to_minor
 
 
-def outcome_fact(event: OrderStatusChanged) -> dict[str, Any]:
+def outcome_fact(event: OrderStatusChanged, currency: str) -> dict[str, Any]:
+    """The event's outcome; its amounts are in its own currency, or in `currency` if it names none."""
     return {
         "_id": event.event_id,
         "order_id": event.order_id,
         "status": event.status,
         "reason": event.reason,
-        "total": to_minor(event.total) if event.total else 0,
+        "total": _minor(event.total, event.currency or currency),
         "currency": event.currency,
         "payment_method": event.payment_method,
         "day": event.occurred_at.date().isoformat(),
@@ -23,7 +24,7 @@ def outcome_fact(event: OrderStatusChanged) -> dict[str, Any]:
     }
 
 
-def line_facts(event: OrderStatusChanged) -> list[dict[str, Any]]:
+def line_facts(event: OrderStatusChanged, currency: str) -> list[dict[str, Any]]:
     """One fact per line of a confirmed order; none for any other status."""
     if event.status != "confirmed":
         return []
@@ -33,7 +34,7 @@ def line_facts(event: OrderStatusChanged) -> list[dict[str, Any]]:
             "order_id": event.order_id,
             "sku": item.sku,
             "units": item.quantity,
-            "revenue": to_minor(item.line_total) if item.line_total else 0,
+            "revenue": _minor(item.line_total, event.currency or currency),
             "day": event.occurred_at.date().isoformat(),
         }
         for item in event.items
@@ -62,9 +63,9 @@ class SalesReport:
             "orders_rejected": self.orders_rejected,
             "cancelled_by_reason": dict(sorted(self.cancelled_by_reason.items())),
             "units_sold": self.units_sold,
-            "revenue": to_decimal_string(self.revenue),
-            "by_sku": [_money_row(row, "sku") for row in self.by_sku],
-            "by_day": [_money_row(row, "day") for row in self.by_day],
+            "revenue": to_decimal_string(self.revenue, self.currency),
+            "by_sku": [_money_row(row, "sku", self.currency) for row in self.by_sku],
+            "by_day": [_money_row(row, "day", self.currency) for row in self.by_day],
         }
 
 
@@ -92,5 +93,9 @@ def build_report(
     return report
 
 
-def _money_row(row: dict[str, Any], key: str) -> dict[str, Any]:
-    return {key: row[key], "units": row["units"], "revenue": to_decimal_string(row["revenue"])}
+def _minor(amount: str | None, currency: str) -> int:
+    return to_minor(amount, currency) if amount else 0
+
+
+def _money_row(row: dict[str, Any], key: str, currency: str) -> dict[str, Any]:
+    return {key: row[key], "units": row["units"], "revenue": to_decimal_string(row["revenue"], currency)}

@@ -19,8 +19,8 @@ class ReportingHandlers:
         """Record each event's facts once, however often it arrives."""
         events = list(batch)
         # Lines first: a crash between the two writes leaves nothing counted twice on redelivery.
-        self.facts.record_lines([fact for event in events for fact in line_facts(event)])
-        self.facts.record_outcomes([outcome_fact(event) for event in events])
+        self.facts.record_lines([fact for event in events for fact in line_facts(event, self.currency)])
+        self.facts.record_outcomes([outcome_fact(event, self.currency) for event in events])
         latest = max(event.occurred_at for event in events)
         metrics.REPORT_LAG.set(max(0.0, (utcnow() - latest).total_seconds()))
 

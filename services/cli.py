@@ -86,8 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("order_id")
     status.add_argument("--json", action="store_true")
 
+    payments = commands.add_parser("payments", help="payments").add_subparsers(dest="action", required=True)
+    payments_show = payments.add_parser("show", help="an order's payment, as the gateway answered for it")
+    payments_show.add_argument("order_id")
+    payments_show.add_argument("--json", action="store_true")
+
     sagas = commands.add_parser("sagas", help="sagas").add_subparsers(dest="action", required=True)
-    sagas_stuck = sagas.add_parser("stuck", help="pending orders past their step's deadline")
+    sagas_stuck = sagas.add_parser(
+        "stuck", help="pending orders that look stuck, oldest first, with their step and attempts"
+    )
     sagas_stuck.add_argument("--json", action="store_true")
 
     dlq = commands.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)
@@ -221,6 +228,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from services.order import cli as order
 
         return order.status(settings, args.order_id, args.json)
+    if args.command == "payments":
+        from services.payment import cli as payment
+
+        return payment.show(settings, args.order_id, args.json)
     if args.command == "sagas":
         from services.order import cli as order
 

@@ -71,6 +71,24 @@ COMPENSATIONS = Counter(
 SAGAS_PENDING = Gauge(
     "orderflow_sagas_pending", "Orders whose saga is under way.", multiprocess_mode="livemax"
 )
+OLDEST_PENDING_SAGA = Gauge(
+    "orderflow_saga_oldest_pending_seconds",
+    "Age of the oldest saga under way, since its order was accepted (as of the last sweep).",
+    multiprocess_mode="livemax",
+)
+COMPENSATIONS_OVERDUE = Gauge(
+    "orderflow_compensations_overdue",
+    "Orders whose release or refund has been outstanding longer than"
+    " ORDERFLOW_COMPENSATION_GRACE (as of the last sweep).",
+    multiprocess_mode="livemax",
+)
+STOCK_HOLDS_OVERDUE = Gauge(
+    "orderflow_stock_holds_overdue",
+    "Reservations still holding units longer than ORDERFLOW_COMPENSATION_GRACE: a commit or release"
+    " that never arrived (as of the last check).",
+    multiprocess_mode="livemax",
+)
+ORDER_REFUNDS = Counter("orderflow_order_refunds_total", "Orders whose captured money was refunded.")
 SAGAS_OVERDUE = Gauge(
     "orderflow_sagas_overdue",
     "Pending sagas past their step's deadline, as last seen.",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
 from services.inventory.actors import register_actors
 from services.inventory.handlers import InventoryHandlers
 from services.inventory.store import CachedProducts, ProductRepository, ReservationRepository
 from shared import store
+from shared.contracts.base import utcnow
 from shared.messaging import topology
 from shared.messaging.transport import Transport
 from shared.runtime import WorkerApp
@@ -36,6 +38,18 @@ def bootstrap(settings: Settings) -> WorkerApp:
         transport,
         saga_queues=partitions,
         partitioned=True,
-        periodic=[("stock levels", STOCK_LEVELS_INTERVAL_SECONDS, handlers.export_stock_levels)],
+        periodic=[
+            ("stock levels", STOCK_LEVELS_INTERVAL_SECONDS, handlers.export_stock_levels),
+            # A hold whose commit or release never came: a scan, rare by design.
+            (
+                "held stock",
+                settings.sweep_interval,
+                transport.flushing(
+                    lambda: handlers.ask_about_held_stock(
+                        utcnow() - timedelta(seconds=settings.compensation_grace)
+                    )
+                ),
+            ),
+        ],
         closers=[client.close],
     )

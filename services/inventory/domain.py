@@ -22,7 +22,7 @@ class ReservationStatus(StrEnum):
     RESERVED = "reserved"
     REJECTED = "rejected"
     RELEASED = "released"
-    COMMITTED = "committed"  # written by earlier versions; commits now change only the products
+    COMMITTED = "committed"  # the units are sold
 
 
 class RejectReason(StrEnum):

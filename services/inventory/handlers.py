@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TypeVar
 
 from services.inventory.domain import (
@@ -26,7 +27,7 @@ from services.inventory.domain import (
 from services.inventory.store import CachedProducts, ProductRepository, ReservationRepository
 from shared import metrics
 from shared.contracts import saga
-from shared.contracts.base import derive_id
+from shared.contracts.base import derive_id, new_id
 from shared.contracts.events import LowStock
 from shared.contracts.intake import units_per_sku
 from shared.logs import message_context
@@ -71,6 +72,10 @@ class InventoryHandlers:
                         log.warning(
                             "order %s was released before it was reserved; not reserving", command.order_id
                         )
+                        # A writer that overlapped the release may have held units for it: undo them.
+                        for line in command.lines:
+                            if line.sku in products and products[line.sku].release(command.order_id):
+                                changed[line.sku] = products[line.sku]
                         continue
                     self.replies.send(_reply(reservation, command.partition))
             # Holds first: a reservation on record means its units are held.
@@ -127,22 +132,38 @@ class InventoryHandlers:
             self.reservations.replace(partition, released)
 
     def commit_stock(self, batch: Batch[saga.CommitStock]) -> None:
-        """The orders are confirmed: the units they hold are sold (committing twice changes nothing)."""
+        """The orders are confirmed: the units they hold are sold (committing twice changes
+        nothing), and their reservations are done with."""
         commands = self._owned(batch, lambda command: command.skus)
-        with self._partition(commands) as (_, changed):
+        with self._partition(commands) as (partition, changed):
             products = self.products.get_many(sku for command in commands for sku in command.skus)
             for command in commands:
                 for sku in command.skus:
                     if sku in products and products[sku].commit(command.order_id):
                         changed[sku] = products[sku]
             self.products.save(changed.values())
+            self.reservations.mark_committed(partition, (command.order_id for command in commands))
+
+    def ask_about_held_stock(self, before: datetime) -> int:
+        """Reservations made before `before` that still hold units: their order's commit or
+        release never arrived (lost, or dead-lettered). Ask each order what to do; it answers
+        with the command its state implies. Returns how many are overdue."""
+        held = self.reservations.held_since(before)
+        for order_id, partition in held:
+            self.replies.send(
+                saga.StockStillHeld(message_id=new_id(), order_id=order_id, partition=partition)
+            )
+        if held:
+            log.warning("%d reservation(s) still hold units past their time; asking their orders", len(held))
+        metrics.STOCK_HOLDS_OVERDUE.set(len(held))
+        return len(held)
 
     def set_stock(self, batch: Batch[saga.SetStock]) -> None:
         commands = self._owned(batch, lambda command: [command.sku])
         with self._partition(commands) as (_, changed):
             products = self.products.get_many(command.sku for command in commands)
             for command in commands:
-                product = products.get(command.sku) or Product(command.sku, command.name, command.price)
+                product = products.get(command.sku) or Product(command.sku, command.sku, command.price)
                 if command.message_id in product.recent_operations:
                     continue
                 before = product.available

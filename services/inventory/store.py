@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from pymongo import ReplaceOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.database import Database
 
 from services.inventory.domain import (
@@ -20,12 +21,18 @@ from services.inventory.domain import (
     ReservationStatus,
     ReservedLine,
 )
+from shared.contracts.base import utcnow
 from shared.errors import TransientError
 from shared.store import insert_new
 
 
 class StaleProduct(TransientError):
     """A product changed since it was read: only one writer may change stock at a time."""
+
+
+class DecidedElsewhere(TransientError):
+    """Another stock writer recorded a decision for the order first (two writers overlap for a
+    moment when a partition's consumer changes): decide again, from what it recorded."""
 
 
 class ProductRepository:
@@ -127,12 +134,48 @@ class ReservationRepository:
         return {doc["order_id"]: _reservation(doc) for doc in self._reservations.find({"_id": {"$in": ids}})}
 
     def add(self, partition: int, reservations: Iterable[Reservation]) -> None:
-        """Record decisions for orders that had none (one insert for all of them); any that had
-        one (a decision an earlier version left half-made) is overwritten."""
+        """Record decisions for orders that had none (one insert for all of them). One that had a
+        decision is overwritten only if an earlier version left it half-made; if another writer
+        decided meanwhile (a release, say), DecidedElsewhere: a reservation never overwrites it."""
         reservations = list(reservations)
-        documents = [_reservation_document(reservation, partition) for reservation in reservations]
+        now = utcnow()
+        documents = [
+            {**_reservation_document(reservation, partition), "decided_at": now}
+            for reservation in reservations
+        ]
         taken = insert_new(self._reservations, documents)
-        self.replace(partition, [r for r in reservations if _key(r.order_id, partition) in taken])
+        half_made = [
+            ReplaceOne(
+                {"_id": document["_id"], "status": ReservationStatus.RESERVING.value}, document, upsert=False
+            )
+            for document in documents
+            if document["_id"] in taken
+        ]
+        if half_made and self._reservations.bulk_write(half_made, ordered=False).matched_count < len(
+            half_made
+        ):
+            raise DecidedElsewhere(f"another writer decided for an order of partition {partition} first")
+
+    def mark_committed(self, partition: int, order_ids: Iterable[str]) -> None:
+        """The units these orders held are sold: their reservations are done with."""
+        writes = [
+            UpdateOne(
+                {"_id": _key(order_id, partition), "status": ReservationStatus.RESERVED.value},
+                {"$set": {"status": ReservationStatus.COMMITTED.value}},
+            )
+            for order_id in order_ids
+        ]
+        if writes:
+            self._reservations.bulk_write(writes, ordered=False)
+
+    def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int]]:
+        """(order id, partition) of reservations still holding units, made before `before`: their
+        order's commit or release is overdue. A scan: for a periodic check, never per message."""
+        cursor = self._reservations.find(
+            {"status": ReservationStatus.RESERVED.value, "decided_at": {"$lte": before}},
+            {"order_id": 1, "partition": 1},
+        ).limit(limit)
+        return [(document["order_id"], document.get("partition", 0)) for document in cursor]
 
     def replace(self, partition: int, reservations: Iterable[Reservation]) -> None:
         writes = [

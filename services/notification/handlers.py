@@ -8,15 +8,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.notification.domain import Notification, for_low_stock, for_order
+from services.notification.domain import Notification, for_low_stock, for_order, for_refund
 from services.notification.store import NotificationRepository
 from shared import metrics
 from shared.contracts.base import utcnow
-from shared.contracts.events import LowStock, OrderStatusChanged
+from shared.contracts.events import LowStock, OrderRefunded, OrderStatusChanged
 from shared.logs import message_context
 from shared.messaging.ports import Batch
 
-NotifiableEvent = OrderStatusChanged | LowStock
+NotifiableEvent = OrderStatusChanged | OrderRefunded | LowStock
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ class NotificationHandlers:
         """One notification per event, however often the event arrives."""
         due: dict[str, Notification] = {}
         for event in batch:
-            notification = (
-                for_low_stock(event, self.operators) if isinstance(event, LowStock) else for_order(event)
-            )
+            notification = _notification_of(event, self.operators)
             if notification is not None:
                 due.setdefault(notification.notification_id, notification)
         if self.mailer is None:
@@ -110,3 +108,11 @@ class NotificationHandlers:
             ):
                 return True
             self.sleep(0.2)
+
+
+def _notification_of(event: NotifiableEvent, operators: str) -> Notification | None:
+    if isinstance(event, LowStock):
+        return for_low_stock(event, operators)
+    if isinstance(event, OrderRefunded):
+        return for_refund(event)
+    return for_order(event)

@@ -18,6 +18,7 @@ def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
     bus.handle(saga.StockReserved, handlers.stock_reserved)
     bus.handle(saga.StockReservationFailed, handlers.stock_reservation_failed)
     bus.handle(saga.StockReleased, handlers.stock_released)
+    bus.handle(saga.StockStillHeld, handlers.stock_still_held)
     bus.handle(saga.PaymentCaptured, handlers.payment_captured)
     bus.handle(saga.PaymentDeclined, handlers.payment_declined)
     bus.handle(saga.PaymentFailed, handlers.payment_failed)

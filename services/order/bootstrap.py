@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
 from services.order.actors import intake_consumer, register_actors
@@ -31,6 +32,7 @@ def bootstrap(settings: Settings) -> WorkerApp:
         step_timeout=transport.step_timeout,
         partition_of=partial(topology.partition_of, partitions=settings.inventory_partitions),
         max_in_flight=settings.max_in_flight,
+        compensation_grace=timedelta(seconds=settings.compensation_grace),
     )
     register_actors(transport.bus, handlers)
     return WorkerApp(

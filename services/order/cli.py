@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from services.order.domain import Order
+from services.order.domain import Order, OrderStatus, SagaStep
 from services.order.store import OrderRepository
 from shared import store
 from shared.contracts.base import utcnow
@@ -70,8 +71,16 @@ def status(settings: Settings, order_id: str, as_json: bool) -> int:
         print(f"  {item['quantity']} x {item['sku']}{price}")
     for error in order.errors:
         print(f"  error: {error}")
+    payment = view["payment"]
+    if payment["captured"] or payment["refund_required"]:
+        refunded = payment["refunded"] if payment["refunded"] is not None else "not yet"
+        print(f"  payment: captured {payment['captured'] or '0'}, refunded {refunded}")
+    for due in view["pending_compensations"]:
+        where = f" in partition {due['partition']}" if "partition" in due else ""
+        print(f"  outstanding: {due['kind']}{where} since {due['since']}")
     for entry in view["history"]:
-        print(f"  {entry['at']}  {entry['status']:<9} {entry['step']}")
+        amount = f" {entry['amount']}" if "amount" in entry else ""
+        print(f"  {entry['at']}  {entry['status']:<9} {entry['step']}{amount}  ({entry['message_id']})")
     return 0
 
 
@@ -100,29 +109,73 @@ def order_view(order: Order) -> dict[str, Any]:
         ],
         "created_at": order.created_at.isoformat(),
         "deadline": order.deadline.isoformat() if order.deadline else None,
+        "attempts": order.attempts,
+        "payment": {
+            "method": order.payment_method,
+            "total": money(order.total),
+            "captured": money(order.captured),
+            "charge_id": order.charge_id,
+            "refund_required": order.refund_required,
+            "refunded": money(order.refunded),
+        },
+        "pending_compensations": pending_compensations(order),
         "history": [
             {
                 "at": entry.at.isoformat(),
                 "status": entry.status.value,
                 "step": entry.step.value,
                 "reason": entry.reason,
+                "message_id": entry.cause,
+                **({"amount": money(entry.amount)} if entry.amount is not None else {}),
             }
             for entry in order.history
         ],
     }
 
 
+def pending_compensations(order: Order) -> list[dict[str, Any]]:
+    """What the order still waits to see done: releases, a refund, and since when."""
+    since = order.due_since.isoformat() if order.due_since else None
+    pending: list[dict[str, Any]] = []
+    if order.status is OrderStatus.PENDING and order.step is SagaStep.RELEASING_STOCK:
+        pending += [{"kind": "release", "partition": p, "since": since} for p in order.awaiting]
+    if order.refund_due:
+        pending.append({"kind": "refund", "since": since})
+    return pending
+
+
 def stuck(settings: Settings, as_json: bool) -> int:
-    """Pending orders past their step's deadline: the order worker times them out when it runs."""
+    """Pending orders that look stuck, the oldest first: past their step's deadline, asked for
+    their step more than once (a release that keeps failing), or under way for longer than
+    STUCK_AFTER step timeouts. A running order worker times them out or keeps asking."""
     orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
-    overdue = orders.overdue(utcnow(), limit=0)
+    now = utcnow()
+    pending = (order for order in orders.under_way() if order.status is OrderStatus.PENDING)
+    stuck = sorted(
+        (order for order in pending if _looks_stuck(order, now)), key=lambda order: order.created_at
+    )
     if as_json:
-        print(json.dumps([order_view(order) for order in overdue], indent=2, default=str))
+        views = [
+            {**order_view(order), "age_seconds": round((now - order.created_at).total_seconds(), 1)}
+            for order in stuck
+        ]
+        print(json.dumps(views, indent=2, default=str))
         return 0
-    if not overdue:
-        print("no saga is past its deadline")
-    for order in overdue:
-        assert order.deadline is not None
-        late = (utcnow() - order.deadline).total_seconds()
-        print(f"{order.order_id:<24} {order.step:<18} {late:>8.0f} s past its deadline")
+    if not stuck:
+        print("no saga looks stuck")
+    for order in stuck:
+        age = (now - order.created_at).total_seconds()
+        print(f"{order.order_id:<24} {order.step:<18} {age:>8.0f} s old, attempt {order.attempts}")
     return 0
+
+
+# A saga under way for longer than this many step timeouts is listed as stuck.
+STUCK_AFTER = 4
+
+
+def _looks_stuck(order: Order, now: datetime) -> bool:
+    return (
+        order.is_overdue(now)
+        or order.attempts > 1
+        or now - order.created_at > STUCK_AFTER * order.step_timeout
+    )

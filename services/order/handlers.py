@@ -57,6 +57,7 @@ class OrderHandlers:
         step_timeout: timedelta = timedelta(seconds=30),
         partition_of: Callable[[str], int] = lambda sku: 0,
         max_in_flight: int = 500,
+        compensation_grace: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.orders = orders
@@ -66,12 +67,13 @@ class OrderHandlers:
         self.currency = currency
         self.step_timeout = step_timeout
         self.partition_of = partition_of
+        self.compensation_grace = compensation_grace
         self.clock = clock
         self.in_flight = InFlight(max_in_flight, horizon=4 * step_timeout)
         # Step timers wait here and leave together, once a second (flush_timers): one message per
         # second instead of one per step. A worker that dies loses a second's worth; the sweep
         # finds those sagas.
-        self._timers: list[saga.StepDeadline] = []
+        self._timers: list[tuple[saga.StepDeadline, timedelta]] = []
         self._timers_lock = threading.Lock()
 
     # Intake -----------------------------------------------------------------------------------
@@ -145,10 +147,28 @@ class OrderHandlers:
         self._advance(batch, Order.stock_released)
 
     def payment_refunded(self, batch: Batch[saga.PaymentRefunded]) -> None:
-        # Refunds are not a step of this saga yet: nothing waits for them.
-        for reply in batch:
-            with message_context(message_id=reply.message_id, order_id=reply.order_id):
-                log.info("order %s: refunded %d", reply.order_id, reply.amount)
+        self._advance(batch, Order.payment_refunded)
+
+    def stock_still_held(self, batch: Batch[saga.StockStillHeld]) -> None:
+        """Inventory still holds units for these orders long after reserving them: say again
+        what should become of them (sold, or given back), as each order's state implies."""
+        orders = self.orders.get_many(question.order_id for question in batch)
+        for question in batch:
+            order = orders.get(question.order_id)
+            if order is None:
+                batch.reject(question, f"stock held for unknown order {question.order_id}")
+                continue
+            with message_context(message_id=question.message_id, order_id=order.order_id):
+                commands = order.commands_for_held_stock(question.partition)
+                log.warning(
+                    "order %s (%s): stock still held in partition %d; %s",
+                    order.order_id,
+                    order.status,
+                    question.partition,
+                    ", ".join(type(command).__name__ for command in commands) or "its saga decides",
+                )
+            for command in commands:
+                self.commands.send(command)
 
     def _advance(self, batch: Batch[R], transition: Callable[[Order, R, datetime], None]) -> None:
         """Apply each reply to its order and store the lot. The orders come from this process's
@@ -231,27 +251,62 @@ class OrderHandlers:
             timer.order_id
             for timer in timers
             if (order := recent.get(timer.order_id)) is not None
-            and order.status is OrderStatus.PENDING
+            and (order.status is OrderStatus.PENDING or order.has_dues)
             and order.version <= timer.version
         }
         orders = self.orders.refresh(undecided) if undecided else {}
-        due = [
+        fired = [
             (order, timer)
             for timer in timers
-            if (order := orders.get(timer.order_id)) is not None
-            and order.status is OrderStatus.PENDING
-            and order.version == timer.version
+            if (order := orders.get(timer.order_id)) is not None and order.version == timer.version
         ]
-        self._expire(due)
+        self._expire([(order, timer) for order, timer in fired if order.status is OrderStatus.PENDING])
+        self._follow_up([order for order, _ in fired if order.status is not OrderStatus.PENDING])
 
     def sweep(self) -> int:
         """The safety net under the timers, run now and then: time out sagas long past their
-        deadline (a timer lost with a broker's data, say). A scan of the orders: rare by design."""
+        deadline, and ask again for follow-ups long overdue (a timer lost with a broker's data,
+        say). A scan of the orders: rare by design. Returns how many sagas timed out."""
         now = self.clock()
-        overdue = self.orders.overdue(now - self.step_timeout)
-        metrics.SAGAS_OVERDUE.set(len(overdue))
-        metrics.SAGAS_PENDING.set(self.orders.count_pending())
-        return self._expire([(order, None) for order in overdue])
+        under_way = self.orders.under_way()
+        pending = [order for order in under_way if order.status is OrderStatus.PENDING]
+        overdue = sorted(
+            (order for order in under_way if order.deadline and order.deadline <= now - self.step_timeout),
+            key=lambda order: order.deadline or now,
+        )
+        outstanding = [order.due_since for order in under_way if order.due_since is not None]
+        metrics.SAGAS_PENDING.set(len(pending))
+        metrics.SAGAS_OVERDUE.set(sum(1 for order in overdue if order.status is OrderStatus.PENDING))
+        metrics.OLDEST_PENDING_SAGA.set(
+            max(((now - order.created_at).total_seconds() for order in pending), default=0)
+        )
+        metrics.COMPENSATIONS_OVERDUE.set(
+            sum(1 for since in outstanding if since <= now - self.compensation_grace)
+        )
+        self._follow_up([order for order in overdue if order.status is not OrderStatus.PENDING])
+        return self._expire([(order, None) for order in overdue if order.status is OrderStatus.PENDING])
+
+    def _follow_up(self, orders: list[Order]) -> None:
+        """Finished orders whose refund or commits are still outstanding: ask for them again."""
+        now = self.clock()
+        asking = [order for order in orders if order.has_dues]
+        for order in asking:
+            order.follow_up(now)
+        lost = {order.order_id for order in self.orders.save(asking)}
+        for order in asking:
+            if order.order_id in lost:  # a reply moved it first
+                continue
+            commands = order.due_commands()
+            with message_context(message_id=order.last_cause, order_id=order.order_id):
+                log.warning(
+                    "order %s: asking again (%d) for %s",
+                    order.order_id,
+                    order.follow_ups,
+                    ", ".join(type(command).__name__ for command in commands),
+                )
+            for command in commands:
+                self.commands.send(command)
+            self._arm(order.deadline_timer(), order.timer_delay())
 
     def _expire(self, due: Iterable[tuple[Order, saga.StepDeadline | None]]) -> int:
         """Time out the orders whose step is waiting for nothing that is being worked on; set the
@@ -286,18 +341,19 @@ class OrderHandlers:
         return len(expiring) - len(lost)
 
     def _set_timer(self, order: Order, *, extended: bool) -> None:
-        self._arm(order.deadline_timer().model_copy(update={"message_id": new_id(), "extended": extended}))
+        timer = order.deadline_timer().model_copy(update={"message_id": new_id(), "extended": extended})
+        self._arm(timer, order.timer_delay())
 
-    def _arm(self, timer: saga.StepDeadline) -> None:
+    def _arm(self, timer: saga.StepDeadline, delay: timedelta) -> None:
         with self._timers_lock:
-            self._timers.append(timer)
+            self._timers.append((timer, delay))
 
     def flush_timers(self) -> int:
         """Send the timers of the steps started since the last flush; returns how many."""
         with self._timers_lock:
             timers, self._timers = self._timers, []
-        for timer in timers:
-            self.commands.send(timer, delay=self.step_timeout)
+        for timer, delay in timers:
+            self.commands.send(timer, delay=delay)
         return len(timers)
 
     # Internals --------------------------------------------------------------------------------
@@ -306,32 +362,51 @@ class OrderHandlers:
         """A transition was stored: log it, count it, and say what the new state implies."""
         with message_context(message_id=order.last_cause, order_id=order.order_id):
             log.info("order %s is %s (%s)", order.order_id, order.status, order.step)
-        if order.status is not OrderStatus.PENDING:
+        finished = (
+            order.status is not OrderStatus.PENDING
+            and order.history[recorded - 1].status is OrderStatus.PENDING
+        )
+        if finished:
             self.in_flight.finished(order.order_id)
-        _observe(order, order.history[recorded - 1 :])
-        self._dispatch(order)
+        _observe(order, order.history[recorded - 1 :], finished)
+        if order.history[recorded - 1].status is OrderStatus.PENDING:
+            self._dispatch(order)
+        else:
+            self._followed_up(order, order.history[recorded:])
+
+    def _followed_up(self, order: Order, entries: list[HistoryEntry]) -> None:
+        """A finished order heard that a follow-up is done: it says only what is new (its state
+        was said when it finished, and what is still due is under way), and sets the timer of
+        what is still due, since its version moved."""
+        if any(entry.step is SagaStep.REFUNDED for entry in entries):
+            self.events.publish(order.refunded_event())
+        if order.has_dues:
+            self._arm(order.deadline_timer(), order.timer_delay())
 
     def _dispatch(self, order: Order) -> None:
         for message in order.outbox():
             if isinstance(message, Event):
                 self.events.publish(message)
             elif isinstance(message, saga.StepDeadline):
-                self._arm(message)
+                self._arm(message, order.timer_delay())
             else:
                 self.commands.send(message)
 
 
-def _observe(order: Order, entries: list[HistoryEntry]) -> None:
+def _observe(order: Order, entries: list[HistoryEntry], finished: bool) -> None:
     """Business metrics of the transitions just stored: steps left, compensations, outcomes."""
-    for before, now in pairwise(entries):
+    steps = [entry for entry in entries if entry.step is not SagaStep.REFUNDED]
+    for before, now in pairwise(steps):
         metrics.STEP_SECONDS.labels(before.step.value).observe((now.at - before.at).total_seconds())
         if now.step is SagaStep.RELEASING_STOCK and before.step is not SagaStep.RELEASING_STOCK:
             metrics.COMPENSATIONS.labels(now.reason or "").inc()
-    if order.status in (OrderStatus.CONFIRMED, OrderStatus.CANCELLED):
+    if finished:
         metrics.ORDERS.labels(order.status.value, order.reason or "").inc()
         metrics.SAGA_SECONDS_HISTOGRAM.labels(order.status.value).observe(
             (order.history[-1].at - order.created_at).total_seconds()
         )
+    if any(entry.step is SagaStep.REFUNDED for entry in entries[1:]):
+        metrics.ORDER_REFUNDS.inc()
 
 
 class InFlight:

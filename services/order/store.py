@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.database import Database
 
-from services.order.domain import Customer, HistoryEntry, Line, Order, OrderStatus, SagaStep
+from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Line, Order, OrderStatus, SagaStep
 from shared.store import insert_new
 
 
@@ -34,7 +34,8 @@ class OrderRepository:
         self._transitions = db["order_transitions"]
 
     def ensure_indexes(self) -> None:
-        self._orders.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
+        # For the sweep's one query (`under_way`). Every index is upkeep on every write of an order.
+        self._orders.create_index([("deadline", ASCENDING)])
 
     def add(self, orders: list[Order]) -> set[str]:
         """Insert new orders; returns the ids that existed already (an order id is its idempotency key)."""
@@ -57,8 +58,14 @@ class OrderRepository:
         if not orders:
             return []
         states = [{**_to_document(order), "version": order.version + 1} for order in orders]
+        # A claim is kept for good: it never holds the payment token (rolled forward, the order
+        # takes the token from the document it rolls forward, which still holds it while needed).
         claims = [
-            {"_id": _claim_id(order.order_id, state["version"]), "order_id": order.order_id, "state": state}
+            {
+                "_id": _claim_id(order.order_id, state["version"]),
+                "order_id": order.order_id,
+                "state": {**state, "payment_token": None},
+            }
             for order, state in zip(orders, states, strict=True)
         ]
         taken = insert_new(self._transitions, claims)
@@ -87,28 +94,19 @@ class OrderRepository:
             ahead = {claim["order_id"]: _from_document(claim["state"]) for claim in claims}
             if not ahead:
                 break
+            for order_id, order in ahead.items():
+                if order.status is OrderStatus.PENDING and order.step in TOKEN_STEPS:
+                    order.payment_token = behind[order_id].payment_token
             self._write([(_to_document(order), order.version - 1) for order in ahead.values()])
             orders.update(ahead)
             behind = ahead
         return orders
 
-    def pending(self, limit: int = 0) -> list[Order]:
-        """Pending orders (all of them unless limited), the most overdue first. A scan: for rare use."""
-        cursor = self._orders.find({"status": "pending"}).sort("deadline", ASCENDING).limit(limit)
-        return [_from_document(document) for document in cursor]
-
-    def count_pending(self) -> int:
-        """A scan: for the sweep and operators, never per message."""
-        return self._orders.count_documents({"status": "pending"})
-
-    def overdue(self, before: datetime, limit: int = 500) -> list[Order]:
-        """Pending orders whose deadline passed before `before`. A scan: for the sweep and operators."""
-        cursor = (
-            self._orders.find({"status": "pending", "deadline": {"$lte": before}})
-            .sort("deadline", ASCENDING)
-            .limit(limit)
-        )
-        return [_from_document(document) for document in cursor]
+    def under_way(self) -> list[Order]:
+        """Orders whose timer runs: pending sagas, and finished orders still owed a compensation
+        (each has a deadline). One scan, bounded by the sagas under way: for the sweep and
+        operators, never per message."""
+        return [_from_document(document) for document in self._orders.find({"deadline": {"$ne": None}})]
 
     def _write(self, states: list[tuple[dict[str, Any], int]]) -> None:
         """Write each state over the document still at the previous version (only the winner of
@@ -151,6 +149,7 @@ def _to_document(order: Order) -> dict[str, Any]:
                 "step": entry.step.value,
                 "cause": entry.cause,
                 "reason": entry.reason,
+                **({"amount": entry.amount} if entry.amount is not None else {}),
             }
             for entry in order.history
         ],
@@ -158,6 +157,12 @@ def _to_document(order: Order) -> dict[str, Any]:
         "step_timeout_seconds": order.step_timeout.total_seconds(),
         "deadline": order.deadline,
         "refund_required": order.refund_required,
+        "refunded": order.refunded,
+        "captured": order.captured,
+        "charge_id": order.charge_id,
+        "due_since": order.due_since,
+        "attempts": order.attempts,
+        "follow_ups": order.follow_ups,
         "awaiting": order.awaiting,
         "refused": order.refused,
         "version": order.version,
@@ -185,6 +190,7 @@ def _from_document(document: dict[str, Any]) -> Order:
                 step=SagaStep(entry["step"]),
                 cause=entry["cause"],
                 reason=entry.get("reason"),
+                amount=entry.get("amount"),
             )
             for entry in document.get("history", [])
         ],
@@ -192,6 +198,12 @@ def _from_document(document: dict[str, Any]) -> Order:
         step_timeout=timedelta(seconds=document.get("step_timeout_seconds", 30)),
         deadline=document.get("deadline"),
         refund_required=document.get("refund_required", False),
+        refunded=document.get("refunded"),
+        captured=document.get("captured"),
+        charge_id=document.get("charge_id"),
+        due_since=document.get("due_since"),
+        attempts=document.get("attempts", 1),
+        follow_ups=document.get("follow_ups", 0),
         awaiting=document.get("awaiting", _awaiting_before_partitions(document)),
         refused=document.get("refused", []),
         version=document.get("version", 0),
@@ -253,14 +265,8 @@ class RecentOrders:
         self._keep([order for order in orders if order.order_id not in lost_ids])
         return lost
 
-    def pending(self, limit: int = 0) -> list[Order]:
-        return self.repository.pending(limit)
-
-    def count_pending(self) -> int:
-        return self.repository.count_pending()
-
-    def overdue(self, before: datetime, limit: int = 500) -> list[Order]:
-        return self.repository.overdue(before, limit)
+    def under_way(self) -> list[Order]:
+        return self.repository.under_way()
 
     def _keep(self, orders: Iterable[Order]) -> None:
         with self._lock:

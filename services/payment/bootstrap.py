@@ -18,7 +18,10 @@ def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     # The simulated providers keep their ledger apart from the payment worker's own database.
     ledger = client[f"{settings.db_prefix}_simulated_gateway"]
-    gateways = {method.value: SimulatedGateway(method.value, ledger) for method in PaymentMethod}
+    gateways = {
+        method.value: SimulatedGateway(method.value, ledger, delay_seconds=settings.sim_gateway_delay)
+        for method in PaymentMethod
+    }
     transport = Transport(settings)
     handlers = PaymentHandlers(
         PaymentRepository(store.database(client, settings, "payment")),

@@ -1,4 +1,9 @@
-"""A payment per order: charged at most once, refunded at most once."""
+"""A payment per order: charged at most once, refunded at most once, never left in doubt.
+
+A charge whose calls all failed may still have gone through at the provider: its outcome is
+`unknown` until the provider, asked by idempotency key, says what it holds. A capture always wins
+over a local failure; `failed` means the provider holds nothing and never will (the key is void).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,16 @@ class PaymentStatus(StrEnum):
     CHARGING = "charging"
     CAPTURED = "captured"
     DECLINED = "declined"
-    FAILED = "failed"
+    FAILED = "failed"  # the provider holds nothing, and its key is void: nothing can follow
+    UNKNOWN = "unknown"  # the provider could not be asked: it may hold a capture
     REFUNDED = "refunded"
-    VOIDED = "voided"  # refunded before any charge: a charge arriving later must not happen
+    VOIDED = "voided"  # undone before anything was captured: a charge arriving later must not happen
+
+
+# A charge may be settled from these: a capture found later overrides a charge in doubt.
+UNSETTLED = (PaymentStatus.CHARGING, PaymentStatus.UNKNOWN)
+# Nothing was captured and nothing will be.
+NOTHING_CAPTURED = (PaymentStatus.DECLINED, PaymentStatus.FAILED, PaymentStatus.VOIDED)
 
 
 class PaymentStateError(Exception):
@@ -24,7 +36,7 @@ class PaymentStateError(Exception):
 class Payment:
     order_id: str
     method: str
-    amount: int
+    amount: int  # what was asked
     currency: str
     status: PaymentStatus
     created_at: datetime
@@ -32,24 +44,45 @@ class Payment:
     instrument: str | None = None
     detail: str | None = None
     refund_id: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # charge calls made
+    captured: int = 0  # what the provider captured, as it said
+    refunded: int = 0  # what the provider refunded, as it said
+    refund_attempts: int = 0
 
-    def capture(self, charge_id: str, instrument: str | None) -> None:
-        self._expect(PaymentStatus.CHARGING)
+    def capture(self, charge_id: str, instrument: str | None, amount: int) -> None:
+        # The provider's word wins over a local failure.
+        self._expect(*UNSETTLED, PaymentStatus.FAILED)
         self.status, self.charge_id, self.instrument = PaymentStatus.CAPTURED, charge_id, instrument
+        self.captured, self.detail = amount, None
 
     def decline(self, reason: str) -> None:
-        self._expect(PaymentStatus.CHARGING)
+        self._expect(*UNSETTLED)
         self.status, self.detail = PaymentStatus.DECLINED, reason
 
     def fail(self, detail: str) -> None:
-        self._expect(PaymentStatus.CHARGING)
+        self._expect(*UNSETTLED)
         self.status, self.detail = PaymentStatus.FAILED, detail
 
-    def refunded(self, refund_id: str) -> None:
-        self._expect(PaymentStatus.CAPTURED)
-        self.status, self.refund_id = PaymentStatus.REFUNDED, refund_id
+    def in_doubt(self, detail: str) -> None:
+        self._expect(*UNSETTLED)
+        self.status, self.detail = PaymentStatus.UNKNOWN, detail
 
-    def _expect(self, status: PaymentStatus) -> None:
-        if self.status is not status:
-            raise PaymentStateError(f"payment of {self.order_id} is {self.status}, not {status}")
+    def refund(self, refund_id: str, amount: int) -> None:
+        self._expect(PaymentStatus.CAPTURED)
+        self.status, self.refund_id, self.refunded = PaymentStatus.REFUNDED, refund_id, amount
+
+    def void(self) -> None:
+        """Nothing was captured, and the provider will capture nothing: undone for good."""
+        if self.status in (PaymentStatus.DECLINED, PaymentStatus.FAILED):
+            return  # already nothing, and more telling
+        self._expect(*UNSETTLED, PaymentStatus.VOIDED)
+        self.status = PaymentStatus.VOIDED
+
+    @property
+    def settled(self) -> bool:
+        return self.status not in UNSETTLED
+
+    def _expect(self, *statuses: PaymentStatus) -> None:
+        if self.status not in statuses:
+            expected = " or ".join(statuses)
+            raise PaymentStateError(f"payment of {self.order_id} is {self.status}, not {expected}")

@@ -13,15 +13,10 @@ from services.payment.store import PaymentRepository
 from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id, utcnow
-from shared.errors import TransientError
 from shared.logs import message_context
 from shared.messaging.ports import Batch, CommandSender
 
 log = logging.getLogger(__name__)
-
-
-class ChargeInProgress(TransientError):
-    """A refund arrived while the charge it undoes is still being made: retry once it settled."""
 
 
 class PaymentHandlers:
@@ -43,6 +38,8 @@ class PaymentHandlers:
         self.backoff_seconds = backoff_seconds
         self.clock = clock
         self.sleep = sleep
+
+    # Charges ----------------------------------------------------------------------------------
 
     def charge_payment(self, batch: Batch[saga.ChargePayment]) -> None:
         """Charge each order through its method's gateway, once; a redelivered command gets the
@@ -66,29 +63,30 @@ class PaymentHandlers:
         }
         taken = self.payments.claim(claims.values())
         payments = {**claims, **self.payments.get_many(taken)}
-        # Still charging: ours, or one a crash interrupted (the gateway's idempotency key makes
-        # asking again safe).
-        charging = [payment for payment in payments.values() if payment.status is PaymentStatus.CHARGING]
-        for payment in charging:
+        # Unsettled: ours, one a crash interrupted, or one in doubt. Asking the provider again
+        # under the same idempotency key is safe: it charges once.
+        unsettled = [payment for payment in payments.values() if not payment.settled]
+        for payment in unsettled:
             with message_context(message_id=commands[payment.order_id].message_id, order_id=payment.order_id):
                 self._charge(payment, self.gateways[payment.method], commands[payment.order_id].token)
-        if self.payments.settle(charging):
-            for payment in charging:
+        # A concurrent duplicate, or a refund, settled some first: say what is stored.
+        beaten = self.payments.settle(unsettled)
+        payments.update(self.payments.get_many(beaten))
+        for payment in unsettled:
+            if payment.order_id not in beaten:
                 log.info("payment of %s: %s", payment.order_id, payment.status)
                 metrics.PAYMENTS.labels(payment.method, payment.status.value).inc()
                 if payment.status is PaymentStatus.CAPTURED:
-                    metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.amount)
-        else:
-            # A concurrent duplicate settled some first: say what is stored.
-            payments.update(self.payments.get_many(payment.order_id for payment in charging))
+                    metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.captured)
         for order_id in commands:
             reply = _charge_reply(payments[order_id])
             if reply is not None:
                 self.replies.send(reply)
 
     def _charge(self, payment: Payment, gateway: PaymentGateway, token: str) -> None:
+        error: GatewayUnavailable | None = None
         for attempt in range(1, self.attempts + 1):
-            payment.attempts = attempt
+            payment.attempts += 1
             try:
                 result = gateway.charge(
                     idempotency_key=payment.order_id,
@@ -97,30 +95,53 @@ class PaymentHandlers:
                     token=token,
                 )
             except GatewayUnavailable as e:
+                error = e
                 metrics.GATEWAY_REQUESTS.labels(payment.method, "error").inc()
                 log.warning("charge of %s, attempt %d/%d: %s", payment.order_id, attempt, self.attempts, e)
-                if attempt == self.attempts:
-                    payment.fail(f"gateway unavailable after {attempt} attempts: {e}")
-                    return
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                if attempt < self.attempts:
+                    self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
             metrics.GATEWAY_REQUESTS.labels(
                 payment.method, "approved" if result.approved else "declined"
             ).inc()
             if result.approved:
                 assert result.charge_id is not None
-                payment.capture(result.charge_id, result.instrument)
+                payment.capture(result.charge_id, result.instrument, result.amount or payment.amount)
             else:
                 payment.decline(result.decline_reason or "declined")
             return
+        self._resolve(payment, gateway, error)
+
+    def _resolve(self, payment: Payment, gateway: PaymentGateway, error: Exception | None) -> None:
+        """Every charge call failed, yet the provider may have captured: ask it by idempotency
+        key, and if it holds nothing, void the key so that nothing can be captured later."""
+        try:
+            capture = gateway.lookup(idempotency_key=payment.order_id) or gateway.void(
+                idempotency_key=payment.order_id
+            )
+        except GatewayUnavailable as e:
+            log.warning("charge of %s: outcome unknown, the gateway cannot be asked: %s", payment.order_id, e)
+            payment.in_doubt(f"outcome unknown after {payment.attempts} attempts: {error}; {e}")
+            return
+        if capture is not None:
+            log.info("charge of %s: the gateway captured it after all", payment.order_id)
+            payment.capture(capture.charge_id, capture.instrument, capture.amount)
+        else:
+            payment.fail(f"gateway unavailable after {payment.attempts} attempts, nothing charged: {error}")
+
+    # Refunds ----------------------------------------------------------------------------------
 
     def refund_payment(self, batch: Batch[saga.RefundPayment]) -> None:
-        """Refund captured charges; with nothing charged, void the payment so no charge can follow."""
+        """Undo each order's payment, whatever is stored locally: refund what the provider
+        captured under the order's key, or void the key so nothing is captured later. Replies
+        with the amount refunded once that is certain; if the provider cannot be reached, says
+        nothing (the order asks again, with backoff, until it hears)."""
         for command in batch:
             with message_context(message_id=command.message_id, order_id=command.order_id):
                 self._refund(command)
 
     def _refund(self, command: saga.RefundPayment) -> None:
+        # No charge ever reached this worker: a void on record means none will be made.
         voided = Payment(
             order_id=command.order_id,
             method="none",
@@ -131,27 +152,50 @@ class PaymentHandlers:
         )
         payment = self.payments.get(command.order_id) if self.payments.claim([voided]) else voided
         assert payment is not None
-        if payment.status is PaymentStatus.CHARGING:
-            raise ChargeInProgress(f"the charge of {command.order_id} is not settled yet; refund after it is")
-        if payment.status is PaymentStatus.CAPTURED:
-            assert payment.charge_id is not None
-            refund_id = self.gateways[payment.method].refund(
-                idempotency_key=derive_id(payment.order_id, "refund"),
-                charge_id=payment.charge_id,
-                amount=payment.amount,
-                currency=payment.currency,
-            )
-            payment.refunded(refund_id)
+        if payment.status not in (PaymentStatus.REFUNDED, PaymentStatus.VOIDED, PaymentStatus.DECLINED):
+            if not self._undo(payment, self.gateways[payment.method]):
+                self.payments.record_refund_attempts(payment)
+                return
             self.payments.save(payment)
-            metrics.REFUNDS.labels(payment.method).inc()
-        refunded = payment.amount if payment.status is PaymentStatus.REFUNDED else 0
         self.replies.send(
             saga.PaymentRefunded(
                 message_id=derive_id(command.order_id, "payment-refunded"),
                 order_id=command.order_id,
-                amount=refunded,
+                amount=payment.refunded,
             )
         )
+
+    def _undo(self, payment: Payment, gateway: PaymentGateway) -> bool:
+        """Refund the capture under the payment's key, or void the key; False if the provider
+        could not be reached."""
+        for attempt in range(1, self.attempts + 1):
+            payment.refund_attempts += 1
+            try:
+                if payment.status is not PaymentStatus.CAPTURED:
+                    capture = gateway.void(idempotency_key=payment.order_id)
+                    if capture is None:
+                        payment.void()
+                        return True
+                    payment.capture(capture.charge_id, capture.instrument, capture.amount)
+                assert payment.charge_id is not None
+                result = gateway.refund(
+                    idempotency_key=derive_id(payment.order_id, "refund"),
+                    charge_id=payment.charge_id,
+                    amount=payment.captured,
+                    currency=payment.currency,
+                )
+            except GatewayUnavailable as e:
+                metrics.GATEWAY_REQUESTS.labels(payment.method, "error").inc()
+                log.warning("refund of %s, attempt %d/%d: %s", payment.order_id, attempt, self.attempts, e)
+                payment.detail = f"refund not done yet: {e}"
+                if attempt < self.attempts:
+                    self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                continue
+            payment.refund(result.refund_id, result.amount)
+            metrics.REFUNDS.labels(payment.method).inc()
+            log.info("payment of %s: refunded %d", payment.order_id, result.amount)
+            return True
+        return False
 
 
 def _charge_reply(payment: Payment) -> Message | None:
@@ -161,14 +205,15 @@ def _charge_reply(payment: Payment) -> Message | None:
         return saga.PaymentCaptured(
             message_id=derive_id(order_id, "payment-captured"),
             order_id=order_id,
-            amount=payment.amount,
+            amount=payment.captured,
             charge_id=payment.charge_id,
         )
     if payment.status is PaymentStatus.DECLINED:
         return saga.PaymentDeclined(
             message_id=derive_id(order_id, "payment-declined"), order_id=order_id, detail=payment.detail or ""
         )
-    if payment.status is PaymentStatus.FAILED:
+    if payment.status in (PaymentStatus.FAILED, PaymentStatus.UNKNOWN):
+        # In doubt, the order gives up and asks for a refund: that settles it by idempotency key.
         return saga.PaymentFailed(
             message_id=derive_id(order_id, "payment-failed"), order_id=order_id, detail=payment.detail or ""
         )

@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from services.payment.domain import Payment, PaymentStatus
+from services.payment.domain import UNSETTLED, Payment, PaymentStatus
 from shared.store import insert_new
 
 
@@ -37,22 +37,38 @@ class PaymentRepository:
     def save(self, payment: Payment) -> None:
         self._payments.update_one({"_id": payment.order_id}, {"$set": _fields(payment)})
 
-    def settle(self, payments: list[Payment]) -> bool:
-        """Write the outcome of charges whose payments are still being charged; False if a
-        concurrent duplicate settled one of them first (it then says the same, or was refunded)."""
+    def settle(self, payments: list[Payment]) -> set[str]:
+        """Write the outcome of charges whose stored payments are still unsettled; returns the
+        order ids of those a concurrent duplicate or a refund settled first (what they stored
+        stands: the provider answers every caller of one key alike)."""
         if not payments:
-            return True
+            return set()
+        unsettled = [status.value for status in UNSETTLED]
         result = self._payments.bulk_write(
             [
                 UpdateOne(
-                    {"_id": payment.order_id, "status": PaymentStatus.CHARGING.value},
+                    {"_id": payment.order_id, "status": {"$in": unsettled}},
                     {"$set": _fields(payment)},
                 )
                 for payment in payments
             ],
             ordered=False,
         )
-        return result.modified_count == len(payments)
+        if result.matched_count == len(payments):
+            return set()
+        stored = self.get_many(payment.order_id for payment in payments)
+        return {
+            payment.order_id
+            for payment in payments
+            if (found := stored.get(payment.order_id)) is None or _fields(found) != _fields(payment)
+        }
+
+    def record_refund_attempts(self, payment: Payment) -> None:
+        """Count refund calls that could not reach the provider, leaving the rest as stored."""
+        self._payments.update_one(
+            {"_id": payment.order_id},
+            {"$set": {"refund_attempts": payment.refund_attempts, "detail": payment.detail}},
+        )
 
 
 def _payment(document: dict[str, Any]) -> Payment:

@@ -62,6 +62,19 @@ class OrderStatusChanged(Event):
     payment_method: str | None = None
 
 
+class OrderRefunded(Event):
+    """`order.refunded`: money captured for the order went back to the customer (`amount`)."""
+
+    type: Literal["order.refunded"] = "order.refunded"
+    order_id: str
+    status: OrderStatusName
+    reason: str | None = None
+    amount: str
+    currency: str
+    payment_method: str | None = None
+    customer: EventCustomer | None = None
+
+
 class LowStock(Event):
     """Available stock of a SKU fell below its threshold."""
 
@@ -72,11 +85,11 @@ class LowStock(Event):
     threshold: int
 
 
-PublicEvent = Annotated[OrderStatusChanged | LowStock, Field(discriminator="type")]
-_PUBLIC_EVENT: TypeAdapter[OrderStatusChanged | LowStock] = TypeAdapter(PublicEvent)
+PublicEvent = Annotated[OrderStatusChanged | OrderRefunded | LowStock, Field(discriminator="type")]
+_PUBLIC_EVENT: TypeAdapter[OrderStatusChanged | OrderRefunded | LowStock] = TypeAdapter(PublicEvent)
 
 
-def decode_event(body: bytes) -> OrderStatusChanged | LowStock:
+def decode_event(body: bytes) -> OrderStatusChanged | OrderRefunded | LowStock:
     """An event as published on `orderflow.events`; InvalidMessage if it is not one."""
     try:
         return _PUBLIC_EVENT.validate_json(body)

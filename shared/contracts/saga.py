@@ -94,7 +94,20 @@ class StockReleased(OrderMessage):
     partition: Partition = 0
 
 
+class StockStillHeld(OrderMessage):
+    """Inventory asks the order: units it reserved for the order in this partition are still held
+    long after the reservation (a commit or release that never arrived). The order answers with
+    the command its state implies."""
+
+    partition: Partition = 0
+
+
 # The order's own timer ------------------------------------------------------------------------
+
+
+# A finished order whose refund or stock commits are still outstanding asks for them again after
+# the step timeout times these, in turn, then the last one for as long as it takes.
+FOLLOW_UP_BACKOFF = (1, 2, 4, 8, 16)
 
 
 class StepDeadline(OrderMessage):

@@ -33,6 +33,7 @@ ROUTES: dict[type[Message], str] = {
     saga.StockReserved: topology.ORDER_SAGA_QUEUE,
     saga.StockReservationFailed: topology.ORDER_SAGA_QUEUE,
     saga.StockReleased: topology.ORDER_SAGA_QUEUE,
+    saga.StockStillHeld: topology.ORDER_SAGA_QUEUE,
     saga.PaymentCaptured: topology.ORDER_SAGA_QUEUE,
     saga.PaymentDeclined: topology.ORDER_SAGA_QUEUE,
     saga.PaymentFailed: topology.ORDER_SAGA_QUEUE,
@@ -69,7 +70,7 @@ def envelopes(queue: str, messages: Sequence[Message]) -> list[dramatiq.Message]
             dramatiq.Message(
                 queue_name=queue,
                 actor_name=actor,
-                args=tuple(message.model_dump(mode="json") for message in chunk),
+                args=args,
                 kwargs={},
                 options={},
                 # The same messages travel in an envelope of the same id, however often they are sent.

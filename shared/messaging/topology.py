@@ -33,7 +33,7 @@ PAYMENT_QUEUE = "orderflow.payment.commands"
 STOCK_QUEUE_PREFIX = "orderflow.inventory.stock"
 
 # Routing keys the workers' own event queues are bound to.
-NOTIFICATION_EVENT_KEYS = ("order.confirmed", "order.cancelled", "stock.low")
+NOTIFICATION_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.refunded", "stock.low")
 REPORTING_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.rejected")
 
 # A message published to `delay_exchange(ms)` with a queue's name as routing key waits `ms` in a

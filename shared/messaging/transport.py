@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from kombu import Connection, Queue
 
+from shared.contracts import saga
 from shared.contracts.base import Message
 from shared.messaging.delivery import DeliveryPolicy, retry_delays
 from shared.messaging.exchanges import Decoder, QueueConsumer
@@ -26,11 +27,18 @@ T = TypeVar("T")
 
 
 def topology_of(settings: Settings) -> Topology:
-    """The deployment's queues: its partitions, and a delay queue per retry backoff and step timer."""
+    """The deployment's queues: its partitions, its dead-letter queues' limits, and a delay queue
+    per retry backoff and timer (the step timeout, and the backoff of a finished order's
+    follow-ups); the longest backoff is also where a message waits while its dead-letter queue is full."""
     delays = retry_delays(settings.max_retries, settings.min_backoff_ms, settings.max_backoff_ms) | {
-        round(settings.step_timeout * 1000)
+        round(settings.step_timeout * factor * 1000) for factor in saga.FOLLOW_UP_BACKOFF
     }
-    return Topology(partitions=settings.inventory_partitions, delays=frozenset(delays))
+    return Topology(
+        partitions=settings.inventory_partitions,
+        delays=frozenset(delays | {settings.max_backoff_ms}),
+        dead_letter_max_messages=settings.dead_letter_max_messages,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+    )
 
 
 class Transport:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from tests.system import ORDERFLOW
 
 
@@ -52,5 +54,7 @@ def test_a_small_benchmark_settles_every_order_and_reports_its_figures() -> None
     }
     floor = figures["floor"]
     assert (floor["settled"], floor["outcomes"]) == (50, {"confirmed": 50})
-    assert floor["per_order"]["publishes"] == floor["per_order"]["store_operations"] == 3
+    # Counted from the broker's and the store's own counters, which any other client moves too.
+    assert floor["per_order"]["publishes"] == pytest.approx(3, rel=0.05)
+    assert floor["per_order"]["store_operations"] == pytest.approx(3, rel=0.05)
     assert figures["ratio_to_floor"] > 0

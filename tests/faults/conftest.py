@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +16,9 @@ SLOW_GATEWAY = 1.0
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(tmp_path_factory.mktemp("worker-logs"), POOLS) as system:
+    with running_system(
+        tmp_path_factory.mktemp("worker-logs"), POOLS, sim_gateway_delay=SLOW_GATEWAY
+    ) as system:
         yield system
 
 

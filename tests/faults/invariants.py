@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from shared.money import to_minor
 from tests.support import wait_for
 from tests.system import System
 
@@ -45,13 +46,16 @@ def check(system: System, orders: list[dict[str, Any]], initial_stock: dict[str,
         stock_conserved, timeout=60, interval=0.5, what="available + sold = initial, 0 reserved, per SKU"
     )
 
-    ledger = system.database("simulated_gateway")
-    charges = {c["_id"]: c for c in ledger.charges.find({"_id": {"$in": list(outcomes)}})}
-    refunded = {r["charge_id"] for r in ledger.refunds.find()}
-    for order_id in confirmed:
-        assert order_id in charges and charges[order_id]["charge_id"] not in refunded, order_id
-    for order_id in outcomes.keys() - confirmed.keys():
-        assert order_id not in charges or charges[order_id]["charge_id"] in refunded, f"{order_id} charged"
+    # Money, from the provider's own ledger: a confirmed order's total is held, exactly; a
+    # cancelled order's money comes back (its refund may finish after the cancellation).
+    expected = {order_id: to_minor(o["total"], o["currency"]) for order_id, o in confirmed.items()}
+    expected.update({order_id: 0 for order_id in outcomes.keys() - confirmed.keys()})
+    held = wait_for(
+        lambda: (h := gateway_holds(system, list(outcomes))) == expected and h,
+        timeout=90,
+        interval=0.5,
+        what="the gateway to hold each confirmed total and nothing for a cancelled order",
+    )
 
     def reported() -> bool:
         report = system.cli_json("report", "sales")
@@ -75,8 +79,25 @@ def check(system: System, orders: list[dict[str, Any]], initial_stock: dict[str,
     emails = Counter(message["To"] for message in system.inbox.messages if "confirmed" in message["Subject"])
     missing = [i for i, o in confirmed.items() if not emails[o["customer"]["email"]]]
     assert not missing, f"confirmed orders never emailed: {missing[:5]}"
+    ledger = system.database("simulated_gateway")
+    captured = {c["_id"]: c["amount"] for c in ledger.charges.find({"_id": {"$in": list(outcomes)}})}
     return {
         "confirmed": len(confirmed),
         "cancelled": statuses["cancelled"],
         "duplicate_emails": sum(n - 1 for n in emails.values() if n > 1),
+        "money_checked": len(held),
+        "captured_minor": sum(captured.values()),
+        "refunded_minor": sum(captured.values()) - sum(held.values()),
     }
+
+
+def gateway_holds(system: System, order_ids: list[str]) -> dict[str, int]:
+    """What the simulated provider holds per order, from its own ledger: captured less refunded."""
+    ledger = system.database("simulated_gateway")
+    charges = {c["charge_id"]: c for c in ledger.charges.find({"_id": {"$in": order_ids}})}
+    held = {order_id: 0 for order_id in order_ids}
+    for charge in charges.values():
+        held[charge["_id"]] += charge["amount"]
+    for refund in ledger.refunds.find({"charge_id": {"$in": list(charges)}}):
+        held[charges[refund["charge_id"]]["_id"]] -= refund["amount"]
+    return held

@@ -129,7 +129,14 @@ def stocked(system: System, count: int, units: int) -> dict[str, int]:
 
 def random_orders(stock: dict[str, int], count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    tokens = ["tok_visa"] * 8 + ["tok_declined", "tok_gateway_error"]
+    # With the simulated provider's faults in the mix: money must still come out exact.
+    tokens = ["tok_visa"] * 8 + [
+        "tok_declined",
+        "tok_gateway_error",
+        "tok_lost_reply",
+        "tok_slow",
+        "tok_refund_error",
+    ]
     return [
         new_order(
             *[(sku, rng.randint(1, 3)) for sku in rng.sample(sorted(stock), rng.choice([1, 1, 2]))],

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from services.order.domain import Order
-from services.payment.domain import Payment
-from services.payment.gateways import ChargeResult, GatewayUnavailable
+from services.payment.domain import UNSETTLED, Payment
+from services.payment.gateways import Capture, ChargeResult, GatewayUnavailable, RefundResult
 from shared.contracts.base import Message
 from shared.contracts.events import Event
 from shared.contracts.saga import StepDeadline
@@ -49,14 +49,8 @@ class FakeOrders:
                 self.orders[order.order_id] = copy.deepcopy(order)
         return lost
 
-    def pending(self, limit: int = 0) -> list[Order]:
-        return [copy.deepcopy(o) for o in self.orders.values() if o.status == "pending"]
-
-    def count_pending(self) -> int:
-        return len(self.pending())
-
-    def overdue(self, before: datetime, limit: int = 500) -> list[Order]:
-        return [o for o in self.pending() if o.is_overdue(before)]
+    def under_way(self) -> list[Order]:
+        return [copy.deepcopy(o) for o in self.orders.values() if o.deadline is not None]
 
 
 class FakePayments:
@@ -81,14 +75,18 @@ class FakePayments:
     def save(self, payment: Payment) -> None:
         self.payments[payment.order_id] = copy.deepcopy(payment)
 
-    def settle(self, payments: list[Payment]) -> bool:
-        settled = True
+    def settle(self, payments: list[Payment]) -> set[str]:
+        beaten = set()
         for payment in payments:
-            if self.payments[payment.order_id].status != "charging":
-                settled = False
-            else:
+            if self.payments[payment.order_id].status in UNSETTLED:
                 self.save(payment)
-        return settled
+            elif self.payments[payment.order_id] != payment:
+                beaten.add(payment.order_id)
+        return beaten
+
+    def record_refund_attempts(self, payment: Payment) -> None:
+        stored = self.payments[payment.order_id]
+        stored.refund_attempts, stored.detail = payment.refund_attempts, payment.detail
 
 
 class Recorder:
@@ -136,24 +134,91 @@ def batch(*messages: Any) -> Batch[Any]:
 
 
 class FakeGateway:
-    """A provider that fails `failures` times, then answers; counts charges per idempotency key."""
+    """A provider in memory, with its own ledger: one capture per idempotency key, voids, refunds.
 
-    def __init__(self, failures: int = 0, approve: bool = True) -> None:
+    Faults on demand: the first `failures` charge calls fail before reaching it, the first
+    `lost_replies` charge calls capture and then fail, `unreachable` fails lookups and voids, and
+    the first `refund_failures` refund calls fail. `fault`, if given, decides each call instead:
+    it gets the operation's name and returns None, "unavailable" or "lost_reply".
+    """
+
+    def __init__(
+        self,
+        failures: int = 0,
+        approve: bool = True,
+        lost_replies: int = 0,
+        unreachable: bool = False,
+        refund_failures: int = 0,
+        fault: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.failures = failures
         self.approve = approve
+        self.lost_replies = lost_replies
+        self.unreachable = unreachable
+        self.refund_failures = refund_failures
+        self.fault = fault
         self.calls = 0
-        self.charges: dict[str, Any] = {}
-        self.refunds: dict[str, Any] = {}
+        self.keys: dict[str, str] = {}  # idempotency key -> "charge" or "void", whichever came first
+        self.charges: dict[str, int] = {}  # idempotency key -> amount captured
+        self.refunds: dict[str, int] = {}  # refund idempotency key -> amount refunded
+        self._refunded_charges: dict[str, int] = {}  # charge id -> amount refunded
+
+    def held(self, key: str) -> int:
+        """What the provider holds for a key: captured, less refunded."""
+        return self.charges.get(key, 0) - self._refunded_charges.get(f"ch_{key}", 0)
 
     def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> ChargeResult:
         self.calls += 1
-        if self.calls <= self.failures:
+        fault = self._fault("charge", before=self.calls <= self.failures)
+        if fault == "unavailable":
             raise GatewayUnavailable("simulated outage")
-        if not self.approve:
+        if not self.approve or token == "tok_declined":
             return ChargeResult(approved=False, decline_reason="insufficient funds")
+        if self.keys.setdefault(idempotency_key, "charge") != "charge":
+            return ChargeResult(approved=False, decline_reason="voided")
         self.charges.setdefault(idempotency_key, amount)
-        return ChargeResult(approved=True, charge_id=f"ch_{idempotency_key}", instrument="card ****4242")
+        if fault == "lost_reply" or self.calls <= self.failures + self.lost_replies:
+            raise GatewayUnavailable("simulated timeout after the capture")
+        return ChargeResult(
+            approved=True,
+            charge_id=f"ch_{idempotency_key}",
+            instrument="card ****4242",
+            amount=self.charges[idempotency_key],
+        )
 
-    def refund(self, *, idempotency_key: str, charge_id: str, amount: int, currency: str) -> str:
-        self.refunds.setdefault(idempotency_key, amount)
-        return f"re_{idempotency_key}"
+    def lookup(self, *, idempotency_key: str) -> Capture | None:
+        if self._fault("lookup", before=self.unreachable) == "unavailable":
+            raise GatewayUnavailable("simulated outage")
+        return self._capture(idempotency_key)
+
+    def void(self, *, idempotency_key: str) -> Capture | None:
+        fault = self._fault("void", before=self.unreachable)
+        if fault == "unavailable":
+            raise GatewayUnavailable("simulated outage")
+        self.keys.setdefault(idempotency_key, "void")
+        if fault == "lost_reply":
+            raise GatewayUnavailable("simulated timeout after the void")
+        return self._capture(idempotency_key)
+
+    def refund(self, *, idempotency_key: str, charge_id: str, amount: int, currency: str) -> RefundResult:
+        fault = self._fault("refund", before=self.refund_failures > 0)
+        if self.refund_failures > 0:
+            self.refund_failures -= 1
+        if fault == "unavailable":
+            raise GatewayUnavailable("simulated refund outage")
+        if idempotency_key not in self.refunds:
+            self.refunds[idempotency_key] = amount
+            self._refunded_charges[charge_id] = self._refunded_charges.get(charge_id, 0) + amount
+        if fault == "lost_reply":
+            raise GatewayUnavailable("simulated timeout after the refund")
+        return RefundResult(refund_id=f"re_{idempotency_key}", amount=self.refunds[idempotency_key])
+
+    def _capture(self, key: str) -> Capture | None:
+        if self.keys.get(key) != "charge":
+            return None
+        return Capture(charge_id=f"ch_{key}", amount=self.charges[key], currency="CNY")
+
+    def _fault(self, operation: str, before: bool) -> str | None:
+        if self.fault is not None:
+            return self.fault(operation)
+        return "unavailable" if before else None

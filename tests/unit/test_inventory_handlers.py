@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.inventory.domain import Product, Reservation, ReservationStatus
 from services.inventory.handlers import InventoryHandlers
+from services.inventory.store import DecidedElsewhere
 from shared.contracts import saga
 from shared.messaging.ports import Batch
 from tests.unit.fakes import Recorder, batch
@@ -22,6 +24,7 @@ class FakeProducts:
     def __init__(self, *products: Product) -> None:
         self.products = {p.sku: p for p in products}
         self.crash_after_saves: int | None = None
+        self.before_save: Callable[[], None] | None = None  # once, as another writer overlapping
 
     def get(self, sku: str) -> Product | None:
         return copy.deepcopy(self.products.get(sku))
@@ -34,6 +37,9 @@ class FakeProducts:
 
     def save(self, products: Iterable[Product]) -> None:
         """Product by product, as the store applies a bulk write: a crash can stop it half-way."""
+        if self.before_save is not None:
+            before, self.before_save = self.before_save, None
+            before()
         for product in products:
             if self.crash_after_saves is not None:
                 if self.crash_after_saves == 0:
@@ -47,6 +53,7 @@ class FakeReservations:
 
     def __init__(self) -> None:
         self.decisions: dict[tuple[int, str], Reservation] = {}
+        self.decided_at = datetime(2026, 1, 1, tzinfo=UTC)  # when every decision here was made
 
     @property
     def reservations(self) -> dict[str, Reservation]:
@@ -61,7 +68,22 @@ class FakeReservations:
         }
 
     def add(self, partition: int, reservations: Iterable[Reservation]) -> None:
-        self.replace(partition, reservations)
+        for reservation in reservations:
+            earlier = self.decisions.get((partition, reservation.order_id))
+            if earlier is not None and earlier.status is not ReservationStatus.RESERVING:
+                raise DecidedElsewhere(f"{reservation.order_id} was decided by another writer")
+            self.decisions[(partition, reservation.order_id)] = copy.deepcopy(reservation)
+
+    def mark_committed(self, partition: int, order_ids: Iterable[str]) -> None:
+        for order_id in order_ids:
+            decision = self.decisions.get((partition, order_id))
+            if decision is not None and decision.status is ReservationStatus.RESERVED:
+                decision.status = ReservationStatus.COMMITTED
+
+    def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int]]:
+        if self.decided_at > before:
+            return []
+        return [(o, p) for (p, o), r in self.decisions.items() if r.status is ReservationStatus.RESERVED]
 
     def replace(self, partition: int, reservations: Iterable[Reservation]) -> None:
         for reservation in reservations:

@@ -339,3 +339,72 @@ def test_the_sweep_times_out_sagas_long_past_their_deadline_whose_timer_was_lost
     clock.now += timedelta(seconds=61)
     assert handlers.sweep() == 2
     assert {order.reason for order in orders.orders.values()} == {"timeout"}
+
+
+# Compensations and follow-ups are done when their effect is recorded ----------------------------
+
+
+def cancelled_after_a_timeout_while_charging(handlers: OrderHandlers, orders: FakeOrders) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    handlers.step_deadlines(batch(deadline_of(orders).model_copy(update={"extended": True})))
+    handlers.stock_released(batch(saga.StockReleased(order_id="A-1")))
+
+
+def test_a_refund_is_asked_again_with_backoff_until_it_is_recorded_then_announced(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder, clock: Clock
+) -> None:
+    cancelled_after_a_timeout_while_charging(handlers, orders)
+    assert orders.orders["A-1"].status == "cancelled" and orders.orders["A-1"].refund_due
+    for backoff in (1, 2, 4):
+        outbox.clear()
+        handlers.flush_timers()
+        timer = outbox.timers[-1]  # the one of the order's version; earlier ones mean nothing
+        assert (timer.version, outbox.delays[-1]) == (
+            orders.orders["A-1"].version,
+            backoff * handlers.step_timeout,
+        )
+        clock.now += backoff * handlers.step_timeout
+        handlers.step_deadlines(batch(timer))  # the payment worker did not answer: ask again
+        assert outbox.kinds() == ["RefundPayment"]
+    outbox.clear()
+    refunded = saga.PaymentRefunded(order_id="A-1", amount=200)
+    handlers.payment_refunded(batch(refunded))
+    handlers.payment_refunded(batch(refunded))  # redelivered
+    assert orders.orders["A-1"].refunded == 200 and not orders.orders["A-1"].has_dues
+    assert [entry.step for entry in orders.orders["A-1"].history][-1] == "refunded"
+    assert [e.type for e in outbox.published].count("order.refunded") == 2, "said again, same event id"
+    assert len({e.event_id for e in outbox.published if e.type == "order.refunded"}) == 1
+    outbox.clear()
+    handlers.flush_timers()  # the timer the last follow-up set
+    handlers.step_deadlines(batch(*outbox.timers))
+    assert outbox.kinds() == [], "it finds nothing left to follow up"
+
+
+def test_the_sweep_asks_again_for_a_refund_whose_timer_was_lost(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder, clock: Clock
+) -> None:
+    cancelled_after_a_timeout_while_charging(handlers, orders)
+    outbox.clear()
+    handlers._timers.clear()  # lost with the broker's data
+    clock.now += timedelta(minutes=10)
+    assert handlers.sweep() == 0, "no saga timed out"
+    assert outbox.kinds() == ["RefundPayment"]
+
+
+def test_stock_still_held_is_sold_or_given_back_as_each_order_says(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
+) -> None:
+    submit(handlers, submission("A-1"), submission("A-2"), submission("A-3"))
+    confirm(handlers, "A-1")
+    handlers.stock_reserved(batch(reserved("A-2")))
+    handlers.payment_declined(batch(saga.PaymentDeclined(order_id="A-2", detail="no")))
+    handlers.stock_released(batch(saga.StockReleased(order_id="A-2")))
+    outbox.clear()
+    questions = batch(*(saga.StockStillHeld(order_id=order_id) for order_id in ("A-1", "A-2", "A-3", "A-9")))
+    handlers.stock_still_held(questions)
+    assert [(type(m).__name__, m.order_id) for m in outbox.sent] == [
+        ("CommitStock", "A-1"),
+        ("ReleaseStock", "A-2"),
+    ], "A-3 is still reserving: its saga decides"
+    assert [m.order_id for m, _ in questions.rejected] == ["A-9"]

@@ -6,7 +6,7 @@ import pytest
 
 from services.order.domain import Order, OrderStatus, SagaStep, TransitionNotAllowed
 from shared.contracts import saga
-from shared.contracts.events import OrderStatusChanged
+from shared.contracts.events import OrderRefunded, OrderStatusChanged
 from shared.contracts.intake import OrderSubmission
 from tests.unit.factories import body, submission
 
@@ -39,7 +39,7 @@ def reserved(order: Order, partition: int = 0) -> saga.StockReserved:
 def kinds(order: Order) -> list[str]:
     """What the order's state says, but the timer of its step (see the deadline tests)."""
     return [
-        m.type if isinstance(m, OrderStatusChanged) else type(m).__name__
+        m.type if isinstance(m, OrderStatusChanged | OrderRefunded) else type(m).__name__
         for m in order.outbox()
         if not isinstance(m, saga.StepDeadline)
     ]
@@ -74,21 +74,75 @@ def test_a_captured_payment_confirms_and_commits_stock() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reply", "reason"),
+    ("reply", "reason", "undo"),
     [
-        (saga.PaymentDeclined(order_id="A-1", detail="no"), "payment_declined"),
-        (saga.PaymentFailed(order_id="A-1", detail="down"), "payment_failed"),
+        (saga.PaymentDeclined(order_id="A-1", detail="no"), "payment_declined", []),
+        # A failure may hide a capture: the payment is undone by its key (refunded, or voided).
+        (saga.PaymentFailed(order_id="A-1", detail="down"), "payment_failed", ["RefundPayment"]),
     ],
 )
-def test_a_failed_payment_releases_stock_before_cancelling(reply, reason: str) -> None:
+def test_a_failed_payment_releases_stock_before_cancelling(reply, reason: str, undo: list[str]) -> None:
     order = new_order()
     order.stock_reserved(reserved(order), NOW)
     getattr(order, type(reply).__name__.replace("Payment", "payment_").lower())(reply, NOW)
     assert (order.status, order.step, order.reason) == (OrderStatus.PENDING, SagaStep.RELEASING_STOCK, reason)
-    assert kinds(order) == ["ReleaseStock"]
+    assert kinds(order) == ["ReleaseStock", *undo]
     order.stock_released(saga.StockReleased(order_id="A-1"), NOW)
     assert (order.status, order.reason) == (OrderStatus.CANCELLED, reason)
-    assert kinds(order) == ["order.cancelled"]
+    assert kinds(order) == ["order.cancelled", *undo]
+
+
+def test_a_refund_is_due_until_the_payment_worker_says_what_it_refunded() -> None:
+    order = new_order()
+    order.stock_reserved(reserved(order), NOW)
+    order.time_out(LATER)  # while charging: whatever was captured must come back
+    order.stock_released(saga.StockReleased(order_id="A-1"), LATER)
+    assert (order.status, order.reason, order.refund_due) == (OrderStatus.CANCELLED, "timeout", True)
+    assert kinds(order) == ["order.cancelled", "RefundPayment"]
+    assert order.deadline == LATER + order.step_timeout, "its follow-up timer"
+    order.follow_up(LATER)
+    order.follow_up(LATER)
+    assert order.deadline == LATER + 4 * order.step_timeout, "asked again with backoff"
+    order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=500), LATER)
+    assert (order.refunded, order.refund_due, order.deadline, order.due_since) == (500, False, None, None)
+    assert [(entry.step, entry.amount) for entry in order.history][-1] == (SagaStep.REFUNDED, 500)
+    assert kinds(order) == ["order.cancelled", "order.refunded"]
+    (refunded,) = [m for m in order.outbox() if isinstance(m, OrderRefunded)]
+    assert (refunded.amount, refunded.status, refunded.reason) == ("5.00", "cancelled", "timeout")
+    with pytest.raises(TransitionNotAllowed):
+        order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=500), LATER)
+
+
+def test_a_void_settles_the_refund_quietly() -> None:
+    order = new_order()
+    order.stock_reserved(reserved(order), NOW)
+    order.payment_failed(saga.PaymentFailed(order_id="A-1", detail="down"), NOW)
+    order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=0), NOW)
+    order.stock_released(saga.StockReleased(order_id="A-1"), NOW)
+    assert (order.status, order.refunded, order.has_dues) == (OrderStatus.CANCELLED, 0, False)
+    assert kinds(order) == ["order.cancelled"], "nothing was taken: no refund to announce"
+
+
+def test_stock_still_held_for_an_order_is_sold_or_given_back_as_its_state_says() -> None:
+    order = new_order(("SKU-1", 1), ("SKU-2", 1), partitions=2)
+    for partition in (0, 1):
+        order.stock_reserved(reserved(order, partition=partition), NOW)
+    assert order.commands_for_held_stock(1) == [], "charging: the saga decides, by its own deadline"
+    order.payment_captured(saga.PaymentCaptured(order_id="A-1", amount=500, charge_id="c"), NOW)
+    assert kinds(order) == ["order.confirmed", "CommitStock", "CommitStock"]
+    (commit,) = order.commands_for_held_stock(1)
+    assert (type(commit).__name__, commit.partition, commit.skus) == ("CommitStock", 1, ["SKU-1"])
+    assert commit.message_id in [m.message_id for m in order.outbox() if isinstance(m, saga.CommitStock)]
+    cancelled = new_order()
+    cancelled.time_out(LATER)
+    assert [type(m).__name__ for m in cancelled.commands_for_held_stock(0)] == ["ReleaseStock"]
+
+
+def test_the_payment_token_is_forgotten_once_no_command_needs_it() -> None:
+    order = new_order()
+    assert order.payment_token
+    order.time_out(LATER)  # reserving: it will never be charged
+    assert order.payment_token is None
 
 
 @pytest.mark.parametrize("reason", ["out_of_stock", "unknown_sku"])

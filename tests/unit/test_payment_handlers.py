@@ -1,6 +1,8 @@
 """Payment use cases with a fake provider: one charge per order, bounded retries, refunds."""
 
-from services.payment.domain import PaymentStatus
+from datetime import UTC, datetime
+
+from services.payment.domain import Payment, PaymentStatus
 from services.payment.handlers import PaymentHandlers
 from shared.contracts import saga
 from tests.unit.fakes import FakeGateway, FakePayments, Recorder, batch
@@ -93,3 +95,91 @@ def test_a_charge_by_an_unknown_method_is_rejected_and_the_rest_of_its_batch_goe
     handlers(gateway, payments, outbox).charge_payment(charges)
     assert [(m.order_id, "no gateway" in why) for m, why in charges.rejected] == [("A-9", True)]
     assert gateway.charges == {"A-1": 1250}
+
+
+# Outcomes in doubt: a failed call may have captured -------------------------------------------
+
+
+def refund(order_id: str = "A-1") -> saga.RefundPayment:
+    return saga.RefundPayment(order_id=order_id)
+
+
+def test_replies_lost_after_a_capture_are_resolved_by_asking_the_gateway_not_settled_failed() -> None:
+    gateway, payments, outbox = FakeGateway(lost_replies=3), FakePayments(), Recorder()
+    handlers(gateway, payments, outbox, attempts=3).charge_payment(batch(charge()))
+    assert gateway.held("A-1") == 1250, "the provider captured on the first call"
+    assert payments.payments["A-1"].status is PaymentStatus.CAPTURED
+    assert [type(m).__name__ for m in outbox.sent] == ["PaymentCaptured"]
+
+
+def test_a_gateway_that_cannot_be_asked_leaves_the_payment_unknown_and_the_refund_settles_it() -> None:
+    gateway, payments, outbox = FakeGateway(lost_replies=3, unreachable=True), FakePayments(), Recorder()
+    h = handlers(gateway, payments, outbox, attempts=3)
+    h.charge_payment(batch(charge()))
+    assert payments.payments["A-1"].status is PaymentStatus.UNKNOWN
+    assert [type(m).__name__ for m in outbox.sent] == ["PaymentFailed"], "the order gives up and refunds"
+    gateway.unreachable = False
+    h.refund_payment(batch(refund()))
+    assert gateway.held("A-1") == 0
+    assert payments.payments["A-1"].status is PaymentStatus.REFUNDED
+    assert [(type(m).__name__, getattr(m, "amount", None)) for m in outbox.sent][-1] == (
+        "PaymentRefunded",
+        1250,
+    )
+
+
+def test_a_failed_payment_is_voided_at_the_gateway_so_no_charge_can_follow() -> None:
+    gateway, payments, outbox = FakeGateway(failures=3), FakePayments(), Recorder()
+    h = handlers(gateway, payments, outbox, attempts=3)
+    h.charge_payment(batch(charge()))
+    assert payments.payments["A-1"].status is PaymentStatus.FAILED
+    assert gateway.keys == {"A-1": "void"}, "nothing held, and nothing can be captured under the key"
+    h.refund_payment(batch(refund()))
+    h.charge_payment(batch(charge()))  # redelivered after the refund: still nothing
+    assert gateway.held("A-1") == 0 and gateway.charges == {}
+    assert [(type(m).__name__, getattr(m, "amount", None)) for m in outbox.sent][1] == ("PaymentRefunded", 0)
+
+
+def test_a_duplicate_charge_in_doubt_says_what_the_other_captured() -> None:
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
+    first, second = handlers(gateway, payments, outbox), handlers(gateway, payments, outbox)
+    racing = {"inside": False}
+
+    def fault(operation: str) -> str | None:
+        # The second handler's calls fail; while it tries, the first one charges and settles.
+        if racing["inside"]:
+            return None
+        if operation == "charge" and gateway.calls == 1:
+            racing["inside"] = True
+            first.charge_payment(batch(charge()))
+            racing["inside"] = False
+        return "unavailable"
+
+    gateway.fault = fault
+    payments.claim([Payment("A-1", "credit_card", 1250, "CNY", PaymentStatus.CHARGING, datetime.now(UTC))])
+    second.charge_payment(batch(charge()))
+    assert gateway.held("A-1") == 1250
+    assert payments.payments["A-1"].status is PaymentStatus.CAPTURED, "a capture wins over a doubt"
+    assert [type(m).__name__ for m in outbox.sent] == ["PaymentCaptured", "PaymentCaptured"]
+
+
+def test_a_refund_the_gateway_keeps_failing_is_not_answered_until_it_is_done() -> None:
+    gateway, payments, outbox = FakeGateway(refund_failures=4), FakePayments(), Recorder()
+    h = handlers(gateway, payments, outbox, attempts=3)
+    h.charge_payment(batch(charge()))
+    h.refund_payment(batch(refund()))
+    assert [type(m).__name__ for m in outbox.sent] == ["PaymentCaptured"], "no answer: the order asks again"
+    assert payments.payments["A-1"].refund_attempts == 3
+    h.refund_payment(batch(refund()))
+    assert gateway.held("A-1") == 0
+    assert payments.payments["A-1"].status is PaymentStatus.REFUNDED
+    assert payments.payments["A-1"].refund_attempts == 5
+
+
+def test_a_refund_of_a_charge_a_crash_interrupted_voids_the_key() -> None:
+    gateway, payments, outbox = FakeGateway(), FakePayments(), Recorder()
+    payments.claim([Payment("A-1", "credit_card", 1250, "CNY", PaymentStatus.CHARGING, datetime.now(UTC))])
+    h = handlers(gateway, payments, outbox)
+    h.refund_payment(batch(refund()))
+    h.charge_payment(batch(charge()))
+    assert gateway.charges == {} and payments.payments["A-1"].status is PaymentStatus.VOIDED

@@ -1,0 +1,54 @@
+"""`orderflow payments show`: an order's payment, as the gateway answered for it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from services.payment.domain import Payment
+from services.payment.store import PaymentRepository
+from shared import store
+from shared.money import to_decimal_string
+from shared.settings import Settings
+
+
+def show(settings: Settings, order_id: str, as_json: bool) -> int:
+    payments = PaymentRepository(store.database(store.connect(settings), settings, "payment"))
+    payment = payments.get(order_id)
+    if payment is None:
+        print(f"no payment for order {order_id}", file=sys.stderr)
+        return 1
+    view = payment_view(payment, settings.currency)
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"payment of {order_id}: {view['status']} ({view['method']})")
+    print(f"  asked {view['amount']} {view['currency']}", end="")
+    print(f", captured {view['captured']}, refunded {view['refunded']}")
+    if view["charge_id"]:
+        print(f"  charge {view['charge_id']}" + (f", {view['instrument']}" if view["instrument"] else ""))
+    print(f"  charge attempts {view['attempts']}, refund attempts {view['refund_attempts']}")
+    if view["detail"]:
+        print(f"  {view['detail']}")
+    return 0
+
+
+def payment_view(payment: Payment, default_currency: str) -> dict[str, Any]:
+    """Amounts as decimal strings; `captured` and `refunded` are what the gateway said it did."""
+    currency = payment.currency or default_currency
+    return {
+        "order_id": payment.order_id,
+        "method": payment.method,
+        "status": payment.status.value,
+        "currency": currency,
+        "amount": to_decimal_string(payment.amount, currency),
+        "captured": to_decimal_string(payment.captured, currency),
+        "refunded": to_decimal_string(payment.refunded, currency),
+        "charge_id": payment.charge_id,
+        "instrument": payment.instrument,
+        "attempts": payment.attempts,
+        "refund_attempts": payment.refund_attempts,
+        "detail": payment.detail,
+        "created_at": payment.created_at.isoformat(),
+    }

@@ -14,15 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from amqp.exceptions import NotFound
-
+from services.bench.probes import wait_until_consuming
 from services.inventory import cli as inventory
 from services.order.store import OrderRepository
 from services.reporting import cli as reporting
 from services.reporting.store import SalesFacts
 from shared import store
 from shared.messaging import topology
-from shared.messaging.probe import RabbitQueueProbe
 from shared.messaging.publisher import Outgoing
 from shared.messaging.transport import Transport
 from shared.settings import Settings
@@ -63,21 +61,11 @@ def sample_batch(tag: str) -> list[dict]:
 
 
 def wait_until_ready(settings: Settings, timeout: float = 90) -> None:
-    probe = RabbitQueueProbe(settings.amqp_url)
-    deadline = time.monotonic() + timeout
+    queues = topology.Topology(partitions=settings.inventory_partitions).consumed_queues
     try:
-        for queue in topology.Topology(partitions=settings.inventory_partitions).consumed_queues:
-            while True:
-                try:
-                    if probe.backlog(queue).consumers:
-                        break
-                except NotFound:
-                    pass  # not declared yet
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the workers did not start within {timeout:.0f} s")
-                time.sleep(0.3)
-    finally:
-        probe.close()
+        wait_until_consuming(settings.amqp_url, queues, exited=lambda: None, limit=timeout)
+    except RuntimeError as e:
+        raise SystemExit(f"the workers did not start: {e}") from e
 
 
 def _all_reported(recorded: dict[str, set[str]], order_ids: list[str]) -> bool:

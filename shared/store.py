@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
@@ -52,3 +54,58 @@ def insert_new(collection: Collection, documents: Sequence[dict[str, Any]]) -> s
             raise
         return {documents[problem["index"]]["_id"] for problem in problems}
     return set()
+
+
+def find_by_ids(collection: Collection, ids: Iterable[Any]) -> list[dict[str, Any]]:
+    """The documents under these `_id`s, in one round trip: the one read the hot path makes (on
+    the FerretDB stand-in, only `_id` lookups use an index)."""
+    wanted = sorted(set(ids))
+    return list(collection.find({"_id": {"$in": wanted}})) if wanted else []
+
+
+T = TypeVar("T")
+
+
+class RecentCopies(Generic[T]):
+    """What this process read or wrote last, by key, kept in memory in front of a repository.
+
+    Callers get copies, so changing what they got changes nothing here until they `keep` it.
+    With a `capacity`, the least recently kept go first.
+    """
+
+    def __init__(self, key: Callable[[T], str], copy: Callable[[T], T], capacity: int | None = None) -> None:
+        self._key = key
+        self._copy = copy
+        self._capacity = capacity
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Iterable[str], load: Callable[[set[str]], dict[str, T]]) -> dict[str, T]:
+        """Copies of the items under `keys`; those not kept here come from `load` (and are kept)."""
+        wanted = set(keys)
+        with self._lock:
+            found = {key: self._copy(self._items[key]) for key in wanted if key in self._items}
+        missing = wanted - found.keys()
+        if missing:
+            loaded = load(missing)
+            self.keep(loaded.values())
+            found.update(loaded)
+        return found
+
+    def keep(self, items: Iterable[T]) -> None:
+        with self._lock:
+            for item in items:
+                key = self._key(item)
+                self._items[key] = self._copy(item)
+                self._items.move_to_end(key)
+            while self._capacity is not None and len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from amqp.exceptions import NotFound
 from pymongo import MongoClient
 
 from shared.messaging.probe import RabbitQueueProbe
@@ -164,7 +165,7 @@ def wait_until_consuming(
                 try:
                     if probe.backlog(queue).consumers:
                         break
-                except Exception:
+                except NotFound:
                     pass  # not declared yet
                 if (gone := exited()) is not None:
                     raise RuntimeError(f"{gone} before anything consumed {queue}")

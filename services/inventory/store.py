@@ -6,7 +6,6 @@ Reads and writes go by `_id`, many at once: a batch of stock commands costs a fe
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,7 @@ from services.inventory.domain import (
 )
 from shared.contracts.base import utcnow
 from shared.errors import TransientError
-from shared.store import insert_new
+from shared.store import RecentCopies, find_by_ids, insert_new
 
 
 class StaleProduct(TransientError):
@@ -43,10 +42,7 @@ class ProductRepository:
         return self.get_many([sku]).get(sku)
 
     def get_many(self, skus: Iterable[str]) -> dict[str, Product]:
-        ids = sorted(set(skus))
-        if not ids:
-            return {}
-        return {doc["_id"]: _product(doc) for doc in self._products.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: _product(doc) for doc in find_by_ids(self._products, skus)}
 
     def all(self) -> list[Product]:
         """The whole catalog (bounded by it): for operators and the stock gauges, not per message."""
@@ -82,22 +78,13 @@ class CachedProducts:
 
     def __init__(self, repository: ProductRepository) -> None:
         self.repository = repository
-        self._products: dict[str, Product] = {}
-        self._lock = threading.Lock()
+        self._recent: RecentCopies[Product] = RecentCopies(lambda product: product.sku, Product.copy)
 
     def get(self, sku: str) -> Product | None:
         return self.get_many([sku]).get(sku)
 
     def get_many(self, skus: Iterable[str]) -> dict[str, Product]:
-        wanted = set(skus)
-        with self._lock:
-            found = {sku: self._products[sku].copy() for sku in wanted if sku in self._products}
-        missing = wanted - found.keys()
-        if missing:
-            loaded = self.repository.get_many(missing)
-            self._keep(loaded.values())
-            found.update(loaded)
-        return found
+        return self._recent.get_many(skus, self.repository.get_many)
 
     def all(self) -> list[Product]:
         return self.repository.all()
@@ -107,15 +94,9 @@ class CachedProducts:
         try:
             self.repository.save(products)
         except StaleProduct:
-            with self._lock:
-                self._products.clear()
+            self._recent.clear()
             raise
-        self._keep(products)
-
-    def _keep(self, products: Iterable[Product]) -> None:
-        with self._lock:
-            for product in products:
-                self._products[product.sku] = product.copy()
+        self._recent.keep(products)
 
 
 class ReservationRepository:
@@ -128,10 +109,8 @@ class ReservationRepository:
         self._reservations = db["reservations"]
 
     def get_many(self, partition: int, order_ids: Iterable[str]) -> dict[str, Reservation]:
-        ids = sorted({_key(order_id, partition) for order_id in order_ids})
-        if not ids:
-            return {}
-        return {doc["order_id"]: _reservation(doc) for doc in self._reservations.find({"_id": {"$in": ids}})}
+        keys = (_key(order_id, partition) for order_id in order_ids)
+        return {doc["order_id"]: _reservation(doc) for doc in find_by_ids(self._reservations, keys)}
 
     def add(self, partition: int, reservations: Iterable[Reservation]) -> None:
         """Record decisions for orders that had none (one insert for all of them). One that had a

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -12,7 +10,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.database import Database
 
 from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Line, Order, OrderStatus, SagaStep
-from shared.store import insert_new
+from shared.store import RecentCopies, find_by_ids, insert_new
 
 
 class OrderRepository:
@@ -45,11 +43,8 @@ class OrderRepository:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
-        ids = sorted(set(order_ids))
-        if not ids:
-            return {}
         return {
-            document["_id"]: _from_document(document) for document in self._orders.find({"_id": {"$in": ids}})
+            document["_id"]: _from_document(document) for document in find_by_ids(self._orders, order_ids)
         }
 
     def save(self, orders: list[Order]) -> list[Order]:
@@ -84,12 +79,9 @@ class OrderRepository:
         orders = self.get_many(order_ids)
         behind = dict(orders)
         while behind:
-            claims = self._transitions.find(
-                {
-                    "_id": {
-                        "$in": [_claim_id(order_id, order.version + 1) for order_id, order in behind.items()]
-                    }
-                }
+            claims = find_by_ids(
+                self._transitions,
+                (_claim_id(order_id, order.version + 1) for order_id, order in behind.items()),
             )
             ahead = {claim["order_id"]: _from_document(claim["state"]) for claim in claims}
             if not ahead:
@@ -225,53 +217,33 @@ class RecentOrders:
 
     def __init__(self, repository: OrderRepository, capacity: int = 10_000) -> None:
         self.repository = repository
-        self.capacity = capacity
-        self._orders: OrderedDict[str, Order] = OrderedDict()
-        self._lock = threading.Lock()
+        self._recent: RecentCopies[Order] = RecentCopies(lambda order: order.order_id, Order.copy, capacity)
 
     def ensure_indexes(self) -> None:
         self.repository.ensure_indexes()
 
     def add(self, orders: list[Order]) -> set[str]:
         existed = self.repository.add(orders)
-        self._keep([order for order in orders if order.order_id not in existed])
+        self._recent.keep(order for order in orders if order.order_id not in existed)
         return existed
 
     def get(self, order_id: str) -> Order | None:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
-        wanted = set(order_ids)
-        with self._lock:
-            found = {i: self._orders[i].copy() for i in wanted if i in self._orders}
-        missing = wanted - found.keys()
-        if missing:
-            loaded = self.repository.get_many(missing)
-            self._keep(loaded.values())
-            found.update(loaded)
-        return found
+        return self._recent.get_many(order_ids, self.repository.get_many)
 
     def refresh(self, order_ids: Iterable[str]) -> dict[str, Order]:
         orders = self.repository.refresh(order_ids)
-        self._keep(orders.values())
+        self._recent.keep(orders.values())
         return orders
 
     def save(self, orders: list[Order]) -> list[Order]:
         lost = self.repository.save(orders)
         lost_ids = {order.order_id for order in lost}
-        with self._lock:
-            for order_id in lost_ids:
-                self._orders.pop(order_id, None)
-        self._keep([order for order in orders if order.order_id not in lost_ids])
+        self._recent.forget(lost_ids)
+        self._recent.keep(order for order in orders if order.order_id not in lost_ids)
         return lost
 
     def under_way(self) -> list[Order]:
         return self.repository.under_way()
-
-    def _keep(self, orders: Iterable[Order]) -> None:
-        with self._lock:
-            for order in orders:
-                self._orders[order.order_id] = order.copy()
-                self._orders.move_to_end(order.order_id)
-            while len(self._orders) > self.capacity:
-                self._orders.popitem(last=False)

@@ -9,7 +9,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from services.payment.domain import UNSETTLED, Payment, PaymentStatus
-from shared.store import insert_new
+from shared.store import find_by_ids, insert_new
 
 
 class PaymentRepository:
@@ -27,12 +27,7 @@ class PaymentRepository:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Payment]:
-        ids = sorted(set(order_ids))
-        if not ids:
-            return {}
-        return {
-            document["_id"]: _payment(document) for document in self._payments.find({"_id": {"$in": ids}})
-        }
+        return {document["_id"]: _payment(document) for document in find_by_ids(self._payments, order_ids)}
 
     def save(self, payment: Payment) -> None:
         self._payments.update_one({"_id": payment.order_id}, {"$set": _fields(payment)})

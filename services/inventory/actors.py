@@ -11,5 +11,6 @@ def register_actors(bus: SagaBus, handlers: InventoryHandlers) -> None:
     bus.handle(saga.ReserveStock, handlers.reserve_stock)
     bus.handle(saga.ReleaseStock, handlers.release_stock)
     bus.handle(saga.CommitStock, handlers.commit_stock)
+    bus.handle(saga.ReturnStock, handlers.return_stock)
     bus.handle(saga.SetStock, handlers.set_stock)
     bus.handle(saga.Restock, handlers.restock)

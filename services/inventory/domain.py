@@ -86,6 +86,16 @@ class Product:
         self.sold += quantity
         return quantity
 
+    def take_back(self, quantity: int, operation_id: str) -> bool:
+        """Units sold come back to available stock, once per operation id; False if this
+        operation was applied already."""
+        if operation_id in self.recent_operations:
+            return False
+        self.sold -= quantity
+        self.available += quantity
+        self._remember(operation_id)
+        return True
+
     def restock(self, quantity: int, operation_id: str) -> bool:
         """Add units once per operation id; False if this operation was applied already."""
         if operation_id in self.recent_operations:
@@ -127,32 +137,43 @@ class ReservedLine:
 
 @dataclass
 class Reservation:
-    order_id: str
+    order_id: str  # the hold id: the order's id, or a change's hold
     status: ReservationStatus
     lines: list[ReservedLine] = field(default_factory=list)
     reason: RejectReason | None = None
     skus: list[str] = field(default_factory=list)  # the SKUs that were short or unknown
+    order: str | None = None  # the order a change's hold is for (None: the hold is the order's)
+
+    @property
+    def owner(self) -> str:
+        return self.order or self.order_id
 
     @property
     def total(self) -> int:
         return sum(line.line_total for line in self.lines)
 
 
-def decide_reservation(order_id: str, wanted: dict[str, int], products: dict[str, Product]) -> Reservation:
-    """Decide, without changing anything, whether every line can be held: all or none."""
+def decide_reservation(
+    hold: str, wanted: dict[str, int], products: dict[str, Product], order_id: str | None = None
+) -> Reservation:
+    """Decide, without changing anything, whether every line can be held under `hold` (the
+    order's id, or a change's hold for `order_id`): all or none."""
+    order = order_id if order_id != hold else None
     unknown = sorted(sku for sku in wanted if sku not in products)
     if unknown:
         return Reservation(
-            order_id, ReservationStatus.REJECTED, reason=RejectReason.UNKNOWN_SKU, skus=unknown
+            hold, ReservationStatus.REJECTED, reason=RejectReason.UNKNOWN_SKU, skus=unknown, order=order
         )
-    short = sorted(sku for sku, quantity in wanted.items() if not products[sku].can_hold(order_id, quantity))
+    short = sorted(sku for sku, quantity in wanted.items() if not products[sku].can_hold(hold, quantity))
     if short:
-        return Reservation(order_id, ReservationStatus.REJECTED, reason=RejectReason.OUT_OF_STOCK, skus=short)
+        return Reservation(
+            hold, ReservationStatus.REJECTED, reason=RejectReason.OUT_OF_STOCK, skus=short, order=order
+        )
     lines = [
         ReservedLine(sku, quantity, products[sku].price, products[sku].price * quantity)
         for sku, quantity in wanted.items()
     ]
-    return Reservation(order_id, ReservationStatus.RESERVED, lines=lines)
+    return Reservation(hold, ReservationStatus.RESERVED, lines=lines, order=order)
 
 
 def crossed_low_threshold(before: int, product: Product) -> bool:

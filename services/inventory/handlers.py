@@ -35,7 +35,9 @@ from shared.messaging.ports import Batch, CommandSender, EventSink
 
 log = logging.getLogger(__name__)
 
-C = TypeVar("C", saga.ReserveStock, saga.ReleaseStock, saga.CommitStock, saga.SetStock, saga.Restock)
+C = TypeVar(
+    "C", saga.ReserveStock, saga.ReleaseStock, saga.CommitStock, saga.ReturnStock, saga.SetStock, saga.Restock
+)
 
 
 class InventoryHandlers:
@@ -55,29 +57,29 @@ class InventoryHandlers:
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
 
     def reserve_stock(self, batch: Batch[saga.ReserveStock]) -> None:
-        """Hold every line of each order, or none; reply either way (again, on a redelivery)."""
+        """Hold every line of each order (or change), or none; reply either way (again, on a
+        redelivery). Units are held under the command's hold id: the order's, or a change's."""
         commands = self._owned(batch, lambda command: [line.sku for line in command.lines])
         with self._partition(commands) as (partition, changed):
-            decided = self.reservations.get_many(partition, (command.order_id for command in commands))
+            decided = self.reservations.get_many(partition, (_hold(command) for command in commands))
             products = self.products.get_many(line.sku for command in commands for line in command.lines)
             new: list[Reservation] = []
             for command in commands:
+                hold = _hold(command)
                 with message_context(message_id=command.message_id, order_id=command.order_id):
-                    reservation = decided.get(command.order_id)
+                    reservation = decided.get(hold)
                     if reservation is None or reservation.status is ReservationStatus.RESERVING:
                         reservation = self._reserve(command, products, changed)
-                        decided[command.order_id] = reservation
+                        decided[hold] = reservation
                         new.append(reservation)
                     elif reservation.status is ReservationStatus.RELEASED:
-                        log.warning(
-                            "order %s was released before it was reserved; not reserving", command.order_id
-                        )
+                        log.warning("%s was released before it was reserved; not reserving", hold)
                         # A writer that overlapped the release may have held units for it: undo them.
                         for line in command.lines:
-                            if line.sku in products and products[line.sku].release(command.order_id):
+                            if line.sku in products and products[line.sku].release(hold):
                                 changed[line.sku] = products[line.sku]
                         continue
-                    self.replies.send(_reply(reservation, command.partition))
+                    self.replies.send(_reply(reservation, command))
             # Holds first: a reservation on record means its units are held.
             self.products.save(changed.values())
             self.reservations.add(partition, new)
@@ -86,46 +88,52 @@ class InventoryHandlers:
         self, command: saga.ReserveStock, products: dict[str, Product], changed: dict[str, Product]
     ) -> Reservation:
         wanted = units_per_sku((line.sku, line.quantity) for line in command.lines)
-        reservation = decide_reservation(command.order_id, wanted, products)
+        hold = _hold(command)
+        reservation = decide_reservation(hold, wanted, products, order_id=command.order_id)
         if reservation.status is ReservationStatus.RESERVED:
             for sku, quantity in wanted.items():
                 product = products[sku]
                 before = product.available
-                product.hold(command.order_id, quantity)
+                product.hold(hold, quantity)
                 changed[sku] = product
                 if crossed_low_threshold(before, product):
-                    self._alert(product, cause=command.order_id)
+                    self._alert(product, cause=hold)
         else:
             # A redelivery after a crash mid-way may find some lines already held: undo them.
             for sku in wanted:
-                if sku in products and products[sku].release(command.order_id):
+                if sku in products and products[sku].release(hold):
                     changed[sku] = products[sku]
-            log.info("order %s: %s %s", command.order_id, reservation.reason, ", ".join(reservation.skus))
+            log.info("%s: %s %s", hold, reservation.reason, ", ".join(reservation.skus))
         return reservation
 
     def release_stock(self, batch: Batch[saga.ReleaseStock]) -> None:
         """Compensation: give back the units each order holds. Releasing twice, or nothing, is fine."""
         commands = self._owned(batch, lambda command: command.skus)
         with self._partition(commands) as (partition, changed):
-            decided = self.reservations.get_many(partition, (command.order_id for command in commands))
+            decided = self.reservations.get_many(partition, (_hold(command) for command in commands))
             skus = {sku for command in commands for sku in self._skus_held(command, decided)}
             products = self.products.get_many(skus)
             released = []
             for command in commands:
+                hold = _hold(command)
                 for sku in self._skus_held(command, decided):
-                    if sku in products and products[sku].release(command.order_id):
+                    if sku in products and products[sku].release(hold):
                         changed[sku] = products[sku]
-                earlier = decided.get(command.order_id)
+                earlier = decided.get(hold)
                 released.append(
                     Reservation(
-                        command.order_id, ReservationStatus.RELEASED, lines=earlier.lines if earlier else []
+                        hold,
+                        ReservationStatus.RELEASED,
+                        lines=earlier.lines if earlier else [],
+                        order=command.order_id,
                     )
                 )
                 self.replies.send(
                     saga.StockReleased(
-                        message_id=derive_id(command.order_id, "stock-released", str(command.partition)),
+                        message_id=derive_id(hold, "stock-released", str(command.partition)),
                         order_id=command.order_id,
                         partition=command.partition,
+                        hold=command.hold,
                     )
                 )
             self.products.save(changed.values())
@@ -139,19 +147,54 @@ class InventoryHandlers:
             products = self.products.get_many(sku for command in commands for sku in command.skus)
             for command in commands:
                 for sku in command.skus:
-                    if sku in products and products[sku].commit(command.order_id):
+                    if sku in products and products[sku].commit(_hold(command)):
                         changed[sku] = products[sku]
             self.products.save(changed.values())
-            self.reservations.mark_committed(partition, (command.order_id for command in commands))
+            self.reservations.mark_committed(partition, (_hold(command) for command in commands))
+
+    def return_stock(self, batch: Batch[saga.ReturnStock]) -> None:
+        """Units sold for orders come back to available stock (a cancel after confirmation, an
+        amendment, a return), once per command (its id is recorded for good); reply either way.
+        Units the order still holds (its commit has not arrived) are sold first, so that the
+        commit, when it comes, finds nothing left to do."""
+        commands = self._owned(batch, lambda command: [line.sku for line in command.lines])
+        with self._partition(commands) as (partition, changed):
+            done = self.reservations.returned(partition, (command.message_id for command in commands))
+            products = self.products.get_many(line.sku for command in commands for line in command.lines)
+            for command in commands:
+                if command.message_id in done:
+                    continue
+                for line in command.lines:
+                    product = products.get(line.sku)
+                    if product is None:
+                        log.warning(
+                            "%s returned for %s is no longer in the catalog", line.sku, command.order_id
+                        )
+                        continue
+                    product.commit(command.order_id)
+                    if product.take_back(line.quantity, command.message_id):
+                        changed[line.sku] = product
+                        log.info("%s: %d back from %s", line.sku, line.quantity, command.order_id)
+            self.products.save(changed.values())
+            self.reservations.record_returns(partition, (command.message_id for command in commands))
+            for command in commands:
+                self.replies.send(
+                    saga.StockReturned(
+                        message_id=derive_id(command.message_id, "stock-returned"),
+                        order_id=command.order_id,
+                        partition=command.partition,
+                        returned=command.message_id,
+                    )
+                )
 
     def ask_about_held_stock(self, before: datetime) -> int:
         """Reservations made before `before` that still hold units: their order's commit or
         release never arrived (lost, or dead-lettered). Ask each order what to do; it answers
         with the command its state implies. Returns how many are overdue."""
         held = self.reservations.held_since(before)
-        for order_id, partition in held:
+        for order_id, partition, hold in held:
             self.replies.send(
-                saga.StockStillHeld(message_id=new_id(), order_id=order_id, partition=partition)
+                saga.StockStillHeld(message_id=new_id(), order_id=order_id, partition=partition, hold=hold)
             )
         if held:
             log.warning("%d reservation(s) still hold units past their time; asking their orders", len(held))
@@ -232,7 +275,7 @@ class InventoryHandlers:
     def _skus_held(self, command: saga.ReleaseStock, decided: dict[str, Reservation]) -> list[str]:
         """The SKUs the command names, and those its reservation says were held (older commands
         named none)."""
-        reservation = decided.get(command.order_id)
+        reservation = decided.get(_hold(command))
         recorded = [line.sku for line in reservation.lines] if reservation else []
         return sorted({*command.skus, *recorded})
 
@@ -249,21 +292,30 @@ class InventoryHandlers:
         metrics.LOW_STOCK_ALERTS.inc()
 
 
-def _reply(reservation: Reservation, partition: int) -> saga.StockReserved | saga.StockReservationFailed:
-    order_id = reservation.order_id
+def _hold(command: saga.ReserveStock | saga.ReleaseStock | saga.CommitStock) -> str:
+    """Whose units a command is about: a change's hold, or the order's own."""
+    return command.hold or command.order_id
+
+
+def _reply(
+    reservation: Reservation, command: saga.ReserveStock
+) -> saga.StockReserved | saga.StockReservationFailed:
+    hold, partition = reservation.order_id, command.partition
     if reservation.status is ReservationStatus.REJECTED:
         assert reservation.reason is not None
         return saga.StockReservationFailed(
-            message_id=derive_id(order_id, "stock-reservation-failed", str(partition)),
-            order_id=order_id,
+            message_id=derive_id(hold, "stock-reservation-failed", str(partition)),
+            order_id=command.order_id,
             partition=partition,
             reason=reservation.reason.value,
             skus=reservation.skus,
+            hold=command.hold,
         )
     return saga.StockReserved(
-        message_id=derive_id(order_id, "stock-reserved", str(partition)),
-        order_id=order_id,
+        message_id=derive_id(hold, "stock-reserved", str(partition)),
+        order_id=command.order_id,
         partition=partition,
         lines=[saga.PricedLine(**vars(line)) for line in reservation.lines],
         total=reservation.total,
+        hold=command.hold,
     )

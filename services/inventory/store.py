@@ -107,10 +107,13 @@ class ReservationRepository:
 
     def __init__(self, db: Database) -> None:
         self._reservations = db["reservations"]
+        self._returns = db["stock_returns"]
 
-    def get_many(self, partition: int, order_ids: Iterable[str]) -> dict[str, Reservation]:
-        keys = (_key(order_id, partition) for order_id in order_ids)
-        return {doc["order_id"]: _reservation(doc) for doc in find_by_ids(self._reservations, keys)}
+    def get_many(self, partition: int, holds: Iterable[str]) -> dict[str, Reservation]:
+        """Decisions by hold id (an order's id, or a change's hold)."""
+        keys = (_key(hold, partition) for hold in holds)
+        reservations = (_reservation(doc) for doc in find_by_ids(self._reservations, keys))
+        return {reservation.order_id: reservation for reservation in reservations}
 
     def add(self, partition: int, reservations: Iterable[Reservation]) -> None:
         """Record decisions for orders that had none (one insert for all of them). One that had a
@@ -147,14 +150,28 @@ class ReservationRepository:
         if writes:
             self._reservations.bulk_write(writes, ordered=False)
 
-    def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int]]:
-        """(order id, partition) of reservations still holding units, made before `before`: their
-        order's commit or release is overdue. A scan: for a periodic check, never per message."""
+    def returned(self, partition: int, command_ids: Iterable[str]) -> set[str]:
+        """Which of these ReturnStock commands were applied (a product remembers only its last
+        operations; this, every one)."""
+        keys = {_key(command_id, partition): command_id for command_id in command_ids}
+        return {keys[document["_id"]] for document in find_by_ids(self._returns, keys)}
+
+    def record_returns(self, partition: int, command_ids: Iterable[str]) -> None:
+        """ReturnStock commands applied: recorded after the products they changed are written (a
+        crash between the two is caught by the products' own memory of recent operations)."""
+        insert_new(self._returns, [{"_id": _key(command_id, partition)} for command_id in command_ids])
+
+    def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int, str | None]]:
+        """(order id, partition, change's hold or None) of reservations still holding units, made
+        before `before`: their commit or release is overdue. A scan: for a periodic check, never
+        per message."""
         cursor = self._reservations.find(
             {"status": ReservationStatus.RESERVED.value, "decided_at": {"$lte": before}},
-            {"order_id": 1, "partition": 1},
+            {"order_id": 1, "partition": 1, "hold": 1},
         ).limit(limit)
-        return [(document["order_id"], document.get("partition", 0)) for document in cursor]
+        return [
+            (document["order_id"], document.get("partition", 0), document.get("hold")) for document in cursor
+        ]
 
     def replace(self, partition: int, reservations: Iterable[Reservation]) -> None:
         writes = [
@@ -174,8 +191,10 @@ def _key(order_id: str, partition: int) -> str:
 
 
 def _reservation(document: dict[str, Any]) -> Reservation:
+    hold = document.get("hold")
     return Reservation(
-        order_id=document["order_id"],
+        order_id=hold or document["order_id"],
+        order=document["order_id"] if hold else None,
         status=ReservationStatus(document["status"]),
         lines=[ReservedLine(**line) for line in document.get("lines", [])],
         reason=RejectReason(document["reason"]) if document.get("reason") else None,
@@ -186,7 +205,8 @@ def _reservation(document: dict[str, Any]) -> Reservation:
 def _reservation_document(reservation: Reservation, partition: int) -> dict[str, Any]:
     return {
         "_id": _key(reservation.order_id, partition),
-        "order_id": reservation.order_id,
+        "order_id": reservation.owner,
+        **({"hold": reservation.order_id} if reservation.order else {}),
         "partition": partition,
         "status": reservation.status.value,
         "lines": [vars(line) for line in reservation.lines],

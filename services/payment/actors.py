@@ -10,3 +10,4 @@ from shared.messaging.saga_bus import SagaBus
 def register_actors(bus: SagaBus, handlers: PaymentHandlers) -> None:
     bus.handle(saga.ChargePayment, handlers.charge_payment)
     bus.handle(saga.RefundPayment, handlers.refund_payment)
+    bus.handle(saga.RefundAmount, handlers.refund_amount)

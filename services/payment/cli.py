@@ -1,4 +1,4 @@
-"""`orderflow payments show`: an order's payment, as the gateway answered for it."""
+"""`orderflow payments show`: an order's payment, and its changes' charges, as the gateway answered."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from shared.settings import Settings
 
 def show(settings: Settings, order_id: str, as_json: bool) -> int:
     payments = PaymentRepository(store.database(store.connect(settings), settings, "payment"))
-    payment = payments.get(order_id)
+    found = payments.of_order(order_id)
+    payment = next((payment for payment in found if payment.key is None), None)
     if payment is None:
         print(f"no payment for order {order_id}", file=sys.stderr)
         return 1
-    view = payment_view(payment, settings.currency)
+    further = [payment_view(other, settings.currency) for other in found if other.key is not None]
+    view = {**payment_view(payment, settings.currency), "changes": further}
     if as_json:
         print(json.dumps(view, indent=2))
         return 0
@@ -31,6 +33,9 @@ def show(settings: Settings, order_id: str, as_json: bool) -> int:
     print(f"  charge attempts {view['attempts']}, refund attempts {view['refund_attempts']}")
     if view["detail"]:
         print(f"  {view['detail']}")
+    for other in further:
+        amounts = f"captured {other['captured']}, refunded {other['refunded']}"
+        print(f"  change {other['key']}: {other['status']}, {amounts}")
     return 0
 
 
@@ -39,6 +44,7 @@ def payment_view(payment: Payment, default_currency: str) -> dict[str, Any]:
     currency = payment.currency or default_currency
     return {
         "order_id": payment.order_id,
+        "key": payment.idempotency_key,
         "method": payment.method,
         "status": payment.status.value,
         "currency": currency,

@@ -1,4 +1,8 @@
-"""A payment per order: charged at most once, refunded at most once, never left in doubt.
+"""A payment per charge: charged at most once, refunded at most once per refund, never left in doubt.
+
+An order is charged under its own id as idempotency key; a change to it (an amendment, an
+exchange) that costs more is charged under a key of its own. A refund of part of an order's
+money is taken from its charges, each refunded once per refund key (`refunds`).
 
 A charge whose calls all failed may still have gone through at the provider: its outcome is
 `unknown` until the provider, asked by idempotency key, says what it holds. A capture always wins
@@ -7,7 +11,7 @@ over a local failure; `failed` means the provider holds nothing and never will (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -48,6 +52,16 @@ class Payment:
     captured: int = 0  # what the provider captured, as it said
     refunded: int = 0  # what the provider refunded, as it said
     refund_attempts: int = 0
+    key: str | None = None  # the charge's idempotency key (None: the order id)
+    refunds: dict[str, int] = field(default_factory=dict)  # refund key -> amount, of part refunds
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.key or self.order_id
+
+    @property
+    def refundable(self) -> int:
+        return self.captured - self.refunded
 
     def capture(self, charge_id: str, instrument: str | None, amount: int) -> None:
         # The provider's word wins over a local failure.
@@ -68,8 +82,21 @@ class Payment:
         self.status, self.detail = PaymentStatus.UNKNOWN, detail
 
     def refund(self, refund_id: str, amount: int) -> None:
+        """The rest of the capture went back: the payment is undone."""
         self._expect(PaymentStatus.CAPTURED)
-        self.status, self.refund_id, self.refunded = PaymentStatus.REFUNDED, refund_id, amount
+        self.status, self.refund_id, self.refunded = PaymentStatus.REFUNDED, refund_id, self.refunded + amount
+
+    def refund_part(self, refund_key: str, amount: int) -> None:
+        """Part of the capture went back, once per refund key."""
+        self._expect(PaymentStatus.CAPTURED)
+        if refund_key in self.refunds:
+            return
+        if amount > self.refundable:
+            raise PaymentStateError(
+                f"payment {self.idempotency_key}: {amount} is more than {self.refundable}"
+            )
+        self.refunds = {**self.refunds, refund_key: amount}
+        self.refunded += amount
 
     def void(self) -> None:
         """Nothing was captured, and the provider will capture nothing: undone for good."""

@@ -28,6 +28,8 @@ LOST_REPLY_TOKEN = "tok_lost_reply"  # the first charge call captures, then time
 SLOW_TOKEN = "tok_slow"  # every charge call answers after the simulated delay
 REFUND_ERROR_TOKEN = "tok_refund_error"  # the first refund calls of its charge fail
 REFUND_ERRORS = 3
+# Approved, but any later charge on the same instrument (an amendment's difference) is declined.
+NO_FURTHER_CHARGES_TOKEN = "tok_no_further_charges"
 
 VOIDED = "voided by the merchant: nothing can be charged under this key"
 
@@ -35,6 +37,10 @@ VOIDED = "voided by the merchant: nothing can be charged under this key"
 class GatewayUnavailable(TransientError):
     """The provider could not be reached, failed, or did not answer in time: the request may or
     may not have taken effect, and the same request may succeed later."""
+
+
+class RefundRefused(Exception):
+    """The provider refuses the refund for good: more than what is left of the charge."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,12 @@ class RefundResult:
 
 class PaymentGateway(Protocol):
     def charge(self, *, idempotency_key: str, amount: int, currency: str, token: str) -> ChargeResult: ...
+
+    def charge_on_file(
+        self, *, idempotency_key: str, charge_id: str, amount: int, currency: str
+    ) -> ChargeResult:
+        """Charge again the instrument of an earlier capture (the customer agreed to it)."""
+        ...
 
     def lookup(self, *, idempotency_key: str) -> Capture | None:
         """The capture made under the key, if any."""
@@ -117,6 +129,7 @@ class SimulatedGateway:
             "currency": currency,
             "instrument": f"{self.method} ****{token[-4:]}",
             "refund_errors": REFUND_ERRORS if token == REFUND_ERROR_TOKEN else 0,
+            "further_charges": token != NO_FURTHER_CHARGES_TOKEN,
             "at": utcnow(),
         }
         first = self._claim(request)
@@ -125,6 +138,35 @@ class SimulatedGateway:
         capture = self._captured(first)
         if token == LOST_REPLY_TOKEN and first is request:
             raise GatewayUnavailable(f"{self.method} gateway timed out (the charge went through)")
+        return ChargeResult(
+            approved=True, charge_id=capture.charge_id, instrument=capture.instrument, amount=capture.amount
+        )
+
+    def charge_on_file(
+        self, *, idempotency_key: str, charge_id: str, amount: int, currency: str
+    ) -> ChargeResult:
+        earlier = self._charges.find_one({"charge_id": charge_id})
+        if earlier is None:
+            return ChargeResult(approved=False, decline_reason=f"no capture {charge_id} on file")
+        if not earlier.get("further_charges", True):
+            return ChargeResult(approved=False, decline_reason="card declined by issuer")
+        first = self._claim(
+            {
+                "_id": idempotency_key,
+                "kind": "charge",
+                "charge_id": f"ch_{new_id().replace('-', '')[:24]}",
+                "method": self.method,
+                "amount": amount,
+                "currency": currency,
+                "instrument": earlier.get("instrument"),
+                "refund_errors": 0,
+                "on_file": charge_id,
+                "at": utcnow(),
+            }
+        )
+        if first["kind"] != "charge":
+            return ChargeResult(approved=False, decline_reason=VOIDED)
+        capture = self._captured(first)
         return ChargeResult(
             approved=True, charge_id=capture.charge_id, instrument=capture.instrument, amount=capture.amount
         )
@@ -144,6 +186,15 @@ class SimulatedGateway:
         if charge.get("refund_errors", 0) > 0:
             self._charges.update_one({"_id": charge["_id"]}, {"$inc": {"refund_errors": -1}})
             raise GatewayUnavailable(f"{self.method} gateway failed to refund {charge_id}")
+        done = self._refunds.find_one({"_id": idempotency_key})
+        if done is not None:
+            return RefundResult(refund_id=str(done["refund_id"]), amount=int(done["amount"]))
+        refunded = sum(int(entry["amount"]) for entry in self._refunds.find({"charge_id": charge_id}))
+        if refunded + amount > charge["amount"]:
+            raise RefundRefused(
+                f"{self.method} gateway refuses to refund {amount} of {charge_id}: "
+                f"{refunded} of its {charge['amount']} refunded already"
+            )
         entry: dict[str, Any] = {
             "_id": idempotency_key,
             "refund_id": f"re_{new_id().replace('-', '')[:24]}",

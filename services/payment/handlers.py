@@ -1,4 +1,4 @@
-"""Payment use cases: charge the order total once, refund it once, reply to the saga either way."""
+"""Payment use cases: charge each amount once per key, refund it once, reply to the saga either way."""
 
 from __future__ import annotations
 
@@ -42,24 +42,27 @@ class PaymentHandlers:
     # Charges ----------------------------------------------------------------------------------
 
     def charge_payment(self, batch: Batch[saga.ChargePayment]) -> None:
-        """Charge each order through its method's gateway, once; a redelivered command gets the
-        first outcome again."""
+        """Charge each amount through its method's gateway, once per key; a redelivered command
+        gets the first outcome again."""
         commands: dict[str, saga.ChargePayment] = {}
         for command in batch:
             if command.method not in self.gateways:
                 batch.reject(command, f"no gateway for payment method {command.method!r}")
+            elif command.token is None and command.on_file is None:
+                batch.reject(command, "a charge needs a token or a capture on file")
             else:
-                commands.setdefault(command.order_id, command)
+                commands.setdefault(command.key or command.order_id, command)
         claims = {
-            order_id: Payment(
-                order_id=order_id,
+            key: Payment(
+                order_id=command.order_id,
+                key=command.key,
                 method=command.method,
                 amount=command.amount,
                 currency=command.currency,
                 status=PaymentStatus.CHARGING,
                 created_at=self.clock(),
             )
-            for order_id, command in commands.items()
+            for key, command in commands.items()
         }
         taken = self.payments.claim(claims.values())
         payments = {**claims, **self.payments.get_many(taken)}
@@ -67,33 +70,43 @@ class PaymentHandlers:
         # under the same idempotency key is safe: it charges once.
         unsettled = [payment for payment in payments.values() if not payment.settled]
         for payment in unsettled:
-            with message_context(message_id=commands[payment.order_id].message_id, order_id=payment.order_id):
-                self._charge(payment, self.gateways[payment.method], commands[payment.order_id].token)
+            command = commands[payment.idempotency_key]
+            with message_context(message_id=command.message_id, order_id=payment.order_id):
+                self._charge(payment, self.gateways[payment.method], command)
         # A concurrent duplicate, or a refund, settled some first: say what is stored.
         beaten = self.payments.settle(unsettled)
         payments.update(self.payments.get_many(beaten))
         for payment in unsettled:
-            if payment.order_id not in beaten:
+            if payment.idempotency_key not in beaten:
                 log.info("payment of %s: %s", payment.order_id, payment.status)
                 metrics.PAYMENTS.labels(payment.method, payment.status.value).inc()
                 if payment.status is PaymentStatus.CAPTURED:
                     metrics.PAYMENT_AMOUNT.labels(payment.method, payment.currency).inc(payment.captured)
-        for order_id in commands:
-            reply = _charge_reply(payments[order_id])
+        for key in commands:
+            reply = _charge_reply(payments[key])
             if reply is not None:
                 self.replies.send(reply)
 
-    def _charge(self, payment: Payment, gateway: PaymentGateway, token: str) -> None:
+    def _charge(self, payment: Payment, gateway: PaymentGateway, command: saga.ChargePayment) -> None:
         error: GatewayUnavailable | None = None
         for attempt in range(1, self.attempts + 1):
             payment.attempts += 1
             try:
-                result = gateway.charge(
-                    idempotency_key=payment.order_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    token=token,
-                )
+                if command.token is not None:
+                    result = gateway.charge(
+                        idempotency_key=payment.idempotency_key,
+                        amount=payment.amount,
+                        currency=payment.currency,
+                        token=command.token,
+                    )
+                else:
+                    assert command.on_file is not None
+                    result = gateway.charge_on_file(
+                        idempotency_key=payment.idempotency_key,
+                        charge_id=command.on_file,
+                        amount=payment.amount,
+                        currency=payment.currency,
+                    )
             except GatewayUnavailable as e:
                 error = e
                 metrics.GATEWAY_REQUESTS.labels(payment.method, "error").inc()
@@ -116,8 +129,8 @@ class PaymentHandlers:
         """Every charge call failed, yet the provider may have captured: ask it by idempotency
         key, and if it holds nothing, void the key so that nothing can be captured later."""
         try:
-            capture = gateway.lookup(idempotency_key=payment.order_id) or gateway.void(
-                idempotency_key=payment.order_id
+            capture = gateway.lookup(idempotency_key=payment.idempotency_key) or gateway.void(
+                idempotency_key=payment.idempotency_key
             )
         except GatewayUnavailable as e:
             log.warning("charge of %s: outcome unknown, the gateway cannot be asked: %s", payment.order_id, e)
@@ -144,13 +157,15 @@ class PaymentHandlers:
         # No charge ever reached this worker: a void on record means none will be made.
         voided = Payment(
             order_id=command.order_id,
+            key=command.key,
             method="none",
             amount=0,
             currency="",
             status=PaymentStatus.VOIDED,
             created_at=self.clock(),
         )
-        payment = self.payments.get(command.order_id) if self.payments.claim([voided]) else voided
+        key = voided.idempotency_key
+        payment = self.payments.get(key) if self.payments.claim([voided]) else voided
         assert payment is not None
         if payment.status not in (PaymentStatus.REFUNDED, PaymentStatus.VOIDED, PaymentStatus.DECLINED):
             if not self._undo(payment, self.gateways[payment.method]):
@@ -159,11 +174,65 @@ class PaymentHandlers:
             self.payments.save(payment)
         self.replies.send(
             saga.PaymentRefunded(
-                message_id=derive_id(command.order_id, "payment-refunded"),
+                message_id=derive_id(key, "payment-refunded"),
                 order_id=command.order_id,
                 amount=payment.refunded,
+                key=command.key,
             )
         )
+
+    def refund_amount(self, batch: Batch[saga.RefundAmount]) -> None:
+        """Refund part of each order's money, charge by charge, each part once under its refund
+        key. Replies with the amount once every part is refunded; if the provider cannot be
+        reached, says nothing (the order asks again until it hears)."""
+        for command in batch:
+            with message_context(message_id=command.message_id, order_id=command.order_id):
+                payments = self.payments.get_many(part.key for part in command.parts)
+                missing = [part.key for part in command.parts if part.key not in payments]
+                if missing:
+                    batch.reject(command, f"no capture to refund under {', '.join(missing)}")
+                    continue
+                if all(
+                    self._refund_part(payments[part.key], command.refund_key, part.amount)
+                    for part in command.parts
+                ):
+                    self.replies.send(
+                        saga.PaymentRefunded(
+                            message_id=derive_id(command.refund_key, "payment-refunded"),
+                            order_id=command.order_id,
+                            amount=sum(part.amount for part in command.parts),
+                            key=command.refund_key,
+                        )
+                    )
+
+    def _refund_part(self, payment: Payment, refund_key: str, amount: int) -> bool:
+        """Refund `amount` of one capture under the refund key, once; False if the provider could
+        not be reached."""
+        if refund_key in payment.refunds:
+            return True
+        assert payment.charge_id is not None, f"{payment.idempotency_key} was never captured"
+        for attempt in range(1, self.attempts + 1):
+            payment.refund_attempts += 1
+            try:
+                result = self.gateways[payment.method].refund(
+                    idempotency_key=derive_id(refund_key, payment.idempotency_key),
+                    charge_id=payment.charge_id,
+                    amount=amount,
+                    currency=payment.currency,
+                )
+            except GatewayUnavailable as e:
+                metrics.GATEWAY_REQUESTS.labels(payment.method, "error").inc()
+                log.warning("refund %s, attempt %d/%d: %s", refund_key, attempt, self.attempts, e)
+                if attempt < self.attempts:
+                    self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                continue
+            payment.refund_part(refund_key, result.amount)
+            self.payments.save(payment)
+            metrics.REFUNDS.labels(payment.method).inc()
+            log.info("payment %s: refunded %d of it", payment.idempotency_key, result.amount)
+            return True
+        self.payments.record_refund_attempts(payment)
+        return False
 
     def _undo(self, payment: Payment, gateway: PaymentGateway) -> bool:
         """Refund the capture under the payment's key, or void the key; False if the provider
@@ -172,16 +241,16 @@ class PaymentHandlers:
             payment.refund_attempts += 1
             try:
                 if payment.status is not PaymentStatus.CAPTURED:
-                    capture = gateway.void(idempotency_key=payment.order_id)
+                    capture = gateway.void(idempotency_key=payment.idempotency_key)
                     if capture is None:
                         payment.void()
                         return True
                     payment.capture(capture.charge_id, capture.instrument, capture.amount)
                 assert payment.charge_id is not None
                 result = gateway.refund(
-                    idempotency_key=derive_id(payment.order_id, "refund"),
+                    idempotency_key=derive_id(payment.idempotency_key, "refund"),
                     charge_id=payment.charge_id,
-                    amount=payment.captured,
+                    amount=payment.refundable,
                     currency=payment.currency,
                 )
             except GatewayUnavailable as e:
@@ -199,23 +268,30 @@ class PaymentHandlers:
 
 
 def _charge_reply(payment: Payment) -> Message | None:
-    order_id = payment.order_id
+    order_id, key = payment.order_id, payment.idempotency_key
     if payment.status is PaymentStatus.CAPTURED:
         assert payment.charge_id is not None
         return saga.PaymentCaptured(
-            message_id=derive_id(order_id, "payment-captured"),
+            message_id=derive_id(key, "payment-captured"),
             order_id=order_id,
             amount=payment.captured,
             charge_id=payment.charge_id,
+            key=payment.key,
         )
     if payment.status is PaymentStatus.DECLINED:
         return saga.PaymentDeclined(
-            message_id=derive_id(order_id, "payment-declined"), order_id=order_id, detail=payment.detail or ""
+            message_id=derive_id(key, "payment-declined"),
+            order_id=order_id,
+            detail=payment.detail or "",
+            key=payment.key,
         )
     if payment.status in (PaymentStatus.FAILED, PaymentStatus.UNKNOWN):
         # In doubt, the order gives up and asks for a refund: that settles it by idempotency key.
         return saga.PaymentFailed(
-            message_id=derive_id(order_id, "payment-failed"), order_id=order_id, detail=payment.detail or ""
+            message_id=derive_id(key, "payment-failed"),
+            order_id=order_id,
+            detail=payment.detail or "",
+            key=payment.key,
         )
-    log.warning("charge for %s arrived after its payment was %s; not charging", order_id, payment.status)
+    log.warning("charge under %s arrived after its payment was %s; not charging", key, payment.status)
     return None

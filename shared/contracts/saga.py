@@ -3,6 +3,10 @@
 Commands are imperatives (`ReserveStock`), replies are facts in the past tense (`StockReserved`).
 Amounts are integer minor units. Stock is partitioned by SKU: every stock command names the
 inventory partition that owns its SKUs, and a reply names the partition it comes from.
+
+An order holds stock and pays under its own id; a change to a placed order (an amendment, an
+exchange) holds the units it adds under a hold id of its own (`hold`), and charges or refunds its
+difference under keys of its own (`key`), so it can be undone without touching the order's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class PricedLine(StockLine):
 
 
 Partition = Annotated[int, Field(ge=0)]
+# Whose units a stock command or reply is about: the order's own (None), or a change's.
+Hold = Annotated[str | None, Field(default=None, max_length=200)]
+# The idempotency key of a charge: the order's own (None: the order id), or a change's.
+PaymentKey = Annotated[str | None, Field(default=None, max_length=200)]
 
 
 # Inventory commands ---------------------------------------------------------------------------
@@ -37,6 +45,7 @@ class ReserveStock(OrderMessage):
 
     partition: Partition = 0
     lines: list[StockLine] = Field(min_length=1)
+    hold: Hold = None
 
 
 class ReleaseStock(OrderMessage):
@@ -44,6 +53,7 @@ class ReleaseStock(OrderMessage):
 
     partition: Partition = 0
     skus: list[Sku] = Field(default_factory=list)
+    hold: Hold = None
 
 
 class CommitStock(OrderMessage):
@@ -51,6 +61,15 @@ class CommitStock(OrderMessage):
 
     partition: Partition = 0
     skus: list[Sku] = Field(default_factory=list)
+    hold: Hold = None
+
+
+class ReturnStock(OrderMessage):
+    """Units sold for the order come back (a cancel after confirmation, an amendment that removes
+    them, a return): sold goes back to available, once per message id."""
+
+    partition: Partition = 0
+    lines: list[StockLine] = Field(min_length=1)
 
 
 class SetStock(Message):
@@ -71,8 +90,8 @@ class Restock(Message):
     quantity: int = Field(ge=1)
 
 
-STOCK_COMMANDS = (ReserveStock, ReleaseStock, CommitStock, SetStock, Restock)
-StockCommand = ReserveStock | ReleaseStock | CommitStock | SetStock | Restock
+STOCK_COMMANDS = (ReserveStock, ReleaseStock, CommitStock, ReturnStock, SetStock, Restock)
+StockCommand = ReserveStock | ReleaseStock | CommitStock | ReturnStock | SetStock | Restock
 
 
 # Inventory replies ----------------------------------------------------------------------------
@@ -82,16 +101,26 @@ class StockReserved(OrderMessage):
     partition: Partition = 0
     lines: list[PricedLine]
     total: MinorUnits
+    hold: Hold = None
 
 
 class StockReservationFailed(OrderMessage):
     partition: Partition = 0
     reason: Literal["out_of_stock", "unknown_sku"]
     skus: list[str]
+    hold: Hold = None
 
 
 class StockReleased(OrderMessage):
     partition: Partition = 0
+    hold: Hold = None
+
+
+class StockReturned(OrderMessage):
+    """The units of a ReturnStock are available again; `returned` is that command's message id."""
+
+    partition: Partition = 0
+    returned: str
 
 
 class StockStillHeld(OrderMessage):
@@ -100,6 +129,7 @@ class StockStillHeld(OrderMessage):
     the command its state implies."""
 
     partition: Partition = 0
+    hold: Hold = None
 
 
 # The order's own timer ------------------------------------------------------------------------
@@ -123,28 +153,58 @@ class StepDeadline(OrderMessage):
 
 
 class ChargePayment(OrderMessage):
+    """Charge `amount` under the idempotency key `key`: with the customer's token, or, without
+    one, again on the instrument of the earlier capture `on_file` (a merchant-initiated charge, as
+    providers allow for a customer who agreed to it)."""
+
     amount: MinorUnits
     currency: str
     method: str
-    token: str
+    token: str | None = None
+    on_file: str | None = None
+    key: PaymentKey = None
 
 
 class RefundPayment(OrderMessage):
-    pass
+    """Undo the charge under `key` wholly: refund what was captured, or void the key."""
+
+    key: PaymentKey = None
+
+
+class RefundPart(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str  # the charge's idempotency key
+    amount: int = Field(ge=1)
+
+
+class RefundAmount(OrderMessage):
+    """Refund part of what was captured for the order, charge by charge; `refund_key` is the
+    refund's idempotency key (each part is refunded once under it)."""
+
+    refund_key: str = Field(min_length=1, max_length=200)
+    parts: list[RefundPart] = Field(min_length=1)
 
 
 class PaymentCaptured(OrderMessage):
     amount: MinorUnits
     charge_id: str
+    key: PaymentKey = None
 
 
 class PaymentDeclined(OrderMessage):
     detail: str
+    key: PaymentKey = None
 
 
 class PaymentFailed(OrderMessage):
     detail: str
+    key: PaymentKey = None
 
 
 class PaymentRefunded(OrderMessage):
+    """What was refunded: for a RefundPayment, `key` is the charge's; for a RefundAmount, its
+    refund key."""
+
     amount: MinorUnits
+    key: PaymentKey = None

@@ -30,9 +30,11 @@ ENVELOPE_BYTES = 256 * 1024
 ROUTES: dict[type[Message], str] = {
     saga.ChargePayment: topology.PAYMENT_QUEUE,
     saga.RefundPayment: topology.PAYMENT_QUEUE,
+    saga.RefundAmount: topology.PAYMENT_QUEUE,
     saga.StockReserved: topology.ORDER_SAGA_QUEUE,
     saga.StockReservationFailed: topology.ORDER_SAGA_QUEUE,
     saga.StockReleased: topology.ORDER_SAGA_QUEUE,
+    saga.StockReturned: topology.ORDER_SAGA_QUEUE,
     saga.StockStillHeld: topology.ORDER_SAGA_QUEUE,
     saga.PaymentCaptured: topology.ORDER_SAGA_QUEUE,
     saga.PaymentDeclined: topology.ORDER_SAGA_QUEUE,

@@ -60,10 +60,10 @@ class FakePayments:
     def claim(self, payments: Iterable[Payment]) -> set[str]:
         taken = set()
         for payment in payments:
-            if payment.order_id in self.payments:
-                taken.add(payment.order_id)
+            if payment.idempotency_key in self.payments:
+                taken.add(payment.idempotency_key)
             else:
-                self.payments[payment.order_id] = copy.deepcopy(payment)
+                self.payments[payment.idempotency_key] = copy.deepcopy(payment)
         return taken
 
     def get(self, order_id: str) -> Payment | None:
@@ -73,19 +73,19 @@ class FakePayments:
         return {i: copy.deepcopy(self.payments[i]) for i in order_ids if i in self.payments}
 
     def save(self, payment: Payment) -> None:
-        self.payments[payment.order_id] = copy.deepcopy(payment)
+        self.payments[payment.idempotency_key] = copy.deepcopy(payment)
 
     def settle(self, payments: list[Payment]) -> set[str]:
         beaten = set()
         for payment in payments:
-            if self.payments[payment.order_id].status in UNSETTLED:
+            if self.payments[payment.idempotency_key].status in UNSETTLED:
                 self.save(payment)
-            elif self.payments[payment.order_id] != payment:
-                beaten.add(payment.order_id)
+            elif self.payments[payment.idempotency_key] != payment:
+                beaten.add(payment.idempotency_key)
         return beaten
 
     def record_refund_attempts(self, payment: Payment) -> None:
-        stored = self.payments[payment.order_id]
+        stored = self.payments[payment.idempotency_key]
         stored.refund_attempts, stored.detail = payment.refund_attempts, payment.detail
 
 

@@ -80,10 +80,14 @@ class FakeReservations:
             if decision is not None and decision.status is ReservationStatus.RESERVED:
                 decision.status = ReservationStatus.COMMITTED
 
-    def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int]]:
+    def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int, str | None]]:
         if self.decided_at > before:
             return []
-        return [(o, p) for (p, o), r in self.decisions.items() if r.status is ReservationStatus.RESERVED]
+        return [
+            (r.owner, p, r.order_id if r.order else None)
+            for (p, _), r in self.decisions.items()
+            if r.status is ReservationStatus.RESERVED
+        ]
 
     def replace(self, partition: int, reservations: Iterable[Reservation]) -> None:
         for reservation in reservations:

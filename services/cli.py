@@ -82,6 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
         "source", nargs="?", default="-", help="file with an order, a JSON array or JSON lines"
     )
 
+    customers = commands.add_parser("customers", help="customers: their details and orders").add_subparsers(
+        dest="action", required=True
+    )
+    customers_set = customers.add_parser("set", help="set a customer's details (creating the customer)")
+    customers_set.add_argument("customer_id")
+    for detail in ("name", "email", "phone", "address"):
+        customers_set.add_argument(f"--{detail}", help="kept if omitted")
+    customers_set.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
+    customers_show = customers.add_parser("show", help="a customer's details and orders")
+    customers_show.add_argument("customer_id")
+    customers_show.add_argument("--json", action="store_true")
+    customers_list = customers.add_parser("list", help="every customer")
+    customers_list.add_argument("--json", action="store_true")
+    customers_forget = customers.add_parser(
+        "forget", help="erase a customer's personal data from it and from its orders"
+    )
+    customers_forget.add_argument("customer_id")
+    customers_forget.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
+
     status = commands.add_parser("status", help="an order's status and history")
     status.add_argument("order_id")
     status.add_argument("--json", action="store_true")
@@ -228,6 +247,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from services.order import cli as order
 
         return order.status(settings, args.order_id, args.json)
+    if args.command == "customers":
+        from services.order import customers_cli as customers
+
+        if args.action == "set":
+            details = {"name": args.name, "email": args.email, "phone": args.phone, "address": args.address}
+            return customers.set_customer(settings, args.customer_id, details, args.wait)
+        if args.action == "show":
+            return customers.show_customer(settings, args.customer_id, args.json)
+        if args.action == "list":
+            return customers.list_customers(settings, args.json)
+        return customers.forget_customer(settings, args.customer_id, args.wait)
     if args.command == "payments":
         from services.payment import cli as payment
 

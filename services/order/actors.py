@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from services.order.customer_handlers import CustomerHandlers
 from services.order.handlers import OrderHandlers
 from services.order.intake import Submission, decode_submission
-from shared.contracts import saga
+from shared.contracts import customers, saga
 from shared.messaging import topology
 from shared.messaging.exchanges import InboundMessage, QueueConsumer
 from shared.messaging.saga_bus import SagaBus
@@ -24,6 +25,11 @@ def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
     bus.handle(saga.PaymentFailed, handlers.payment_failed)
     bus.handle(saga.PaymentRefunded, handlers.payment_refunded)
     bus.handle(saga.StepDeadline, handlers.step_deadlines)
+
+
+def register_customer_actors(bus: SagaBus, customer_desk: CustomerHandlers) -> None:
+    bus.handle(customers.UpdateCustomer, customer_desk.update_customers)
+    bus.handle(customers.ForgetCustomer, customer_desk.forget_customers)
 
 
 def intake_consumer(transport: Transport, handlers: OrderHandlers) -> Callable[[], QueueConsumer[Any]]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from services.order.actors import intake_consumer, register_actors
+from services.order.actors import intake_consumer, register_actors, register_customer_actors
+from services.order.customer_handlers import CustomerHandlers
+from services.order.customers import CustomerBook
 from services.order.handlers import OrderHandlers
 from services.order.store import OrderRepository, RecentOrders
 from shared import store
@@ -21,6 +23,7 @@ TIMER_FLUSH_SECONDS = 1.0
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
     orders = RecentOrders(OrderRepository(store.database(client, settings, "order")))
+    customers = CustomerBook(store.database(client, settings, "order"))
     transport = Transport(settings)
     probe = RabbitQueueProbe(settings.amqp_url)
     handlers = OrderHandlers(
@@ -33,8 +36,10 @@ def bootstrap(settings: Settings) -> WorkerApp:
         partition_of=partial(topology.partition_of, partitions=settings.inventory_partitions),
         max_in_flight=settings.max_in_flight,
         compensation_grace=timedelta(seconds=settings.compensation_grace),
+        customers=customers,
     )
     register_actors(transport.bus, handlers)
+    register_customer_actors(transport.bus, CustomerHandlers(customers, orders, transport.outbox))
     return WorkerApp(
         "order",
         settings,

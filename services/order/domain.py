@@ -82,8 +82,24 @@ class Line:
 @dataclass(frozen=True)
 class Customer:
     customer_id: str
-    name: str
-    email: str
+    # None once the customer was forgotten (`orderflow customers forget`): the id alone stays.
+    name: str | None
+    email: str | None
+    phone: str | None = None
+    address: str | None = None
+
+    @property
+    def forgotten(self) -> bool:
+        return self.name is None and self.email is None
+
+    def forget(self) -> Customer:
+        """The same customer without its personal data."""
+        return Customer(self.customer_id, None, None)
+
+
+def event_customer(customer: Customer | None) -> EventCustomer | None:
+    """The customer as events name it; none once forgotten (there is no one left to tell)."""
+    return None if customer is None or customer.forgotten else EventCustomer(**vars(customer))
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,14 @@ class Order:
             awaiting=list(self.awaiting),
             refused=list(self.refused),
         )
+
+    def forget_customer(self) -> bool:
+        """Erase the customer's personal data, keeping its id, the lines and the amounts; False if
+        there is none to erase."""
+        if self.customer is None or self.customer.forgotten:
+            return False
+        self.customer = self.customer.forget()
+        return True
 
     # Saga transitions -------------------------------------------------------------------------
 
@@ -402,7 +426,7 @@ class Order:
             amount=to_decimal_string(self.refunded, self.currency),
             currency=self.currency,
             payment_method=self.payment_method,
-            customer=EventCustomer(**vars(self.customer)) if self.customer else None,
+            customer=event_customer(self.customer),
         )
 
     # Internals --------------------------------------------------------------------------------
@@ -482,7 +506,7 @@ class Order:
             status=status.value,
             reason=self.reason if status is self.status else None,
             errors=self.errors,
-            customer=EventCustomer(**vars(self.customer)) if self.customer else None,
+            customer=event_customer(self.customer),
             items=[
                 EventLine(
                     sku=line.sku,

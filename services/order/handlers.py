@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import TypeVar
 
+from services.order.customers import CustomerBook
 from services.order.domain import (
     HistoryEntry,
     Order,
@@ -59,6 +60,7 @@ class OrderHandlers:
         max_in_flight: int = 500,
         compensation_grace: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
+        customers: CustomerBook | None = None,
     ) -> None:
         self.orders = orders
         self.commands = commands
@@ -69,6 +71,7 @@ class OrderHandlers:
         self.partition_of = partition_of
         self.compensation_grace = compensation_grace
         self.clock = clock
+        self.customers = customers
         self.in_flight = InFlight(max_in_flight, horizon=4 * step_timeout)
         # Step timers wait here and leave together, once a second (flush_timers): one message per
         # second instead of one per step. A worker that dies loses a second's worth; the sweep
@@ -111,7 +114,14 @@ class OrderHandlers:
             status = "accepted" if order.status is OrderStatus.PENDING else order.status.value
             metrics.ORDERS.labels(status, order.reason or "").inc()
             self._dispatch(order)
-        for order in self.orders.get_many(again).values():
+        resubmitted = self.orders.get_many(again)
+        if self.customers is not None:
+            # Oldest first: an order still in its first state may follow an attempt that died before this.
+            self.customers.record(
+                [order for order in resubmitted.values() if order.last_cause == intake_cause(order.order_id)]
+                + [order for order in new.values() if order.order_id not in existed]
+            )
+        for order in resubmitted.values():
             self._submitted_again(order)
 
     def _submitted_again(self, order: Order) -> None:

@@ -12,6 +12,9 @@ from pymongo.database import Database
 from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Line, Order, OrderStatus, SagaStep
 from shared.store import RecentCopies, find_by_ids, insert_new
 
+# How many claims one write of `erase_customer_from_claims` names.
+CLAIMS_PER_WRITE = 1000
+
 
 class OrderRepository:
     """Orders, and the claims that make each transition of an order happen once.
@@ -99,6 +102,23 @@ class OrderRepository:
         (each has a deadline). One scan, bounded by the sagas under way: for the sweep and
         operators, never per message."""
         return [_from_document(document) for document in self._orders.find({"deadline": {"$ne": None}})]
+
+    def erase_customer_from_claims(self, orders: Iterable[Order]) -> None:
+        """Write each order's customer as it is now into every claim of the order up to its version:
+        a claim holds a whole state, so what `customers forget` erased from the order goes from
+        its claims too. The only rewrite a claim ever sees."""
+        claims: dict[Customer, list[str]] = {}
+        for order in orders:
+            if order.customer is not None:
+                claims.setdefault(order.customer, []).extend(
+                    _claim_id(order.order_id, version) for version in range(1, order.version + 1)
+                )
+        for customer, claim_ids in claims.items():
+            for start in range(0, len(claim_ids), CLAIMS_PER_WRITE):
+                self._transitions.update_many(
+                    {"_id": {"$in": claim_ids[start : start + CLAIMS_PER_WRITE]}},
+                    {"$set": {"state.customer": vars(customer)}},
+                )
 
     def _write(self, states: list[tuple[dict[str, Any], int]]) -> None:
         """Write each state over the document still at the previous version (only the winner of
@@ -247,3 +267,6 @@ class RecentOrders:
 
     def under_way(self) -> list[Order]:
         return self.repository.under_way()
+
+    def erase_customer_from_claims(self, orders: Iterable[Order]) -> None:
+        self.repository.erase_customer_from_claims(orders)

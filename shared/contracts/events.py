@@ -33,6 +33,7 @@ class EventCustomer(BaseModel):
     customer_id: str
     name: str
     email: str
+    phone: str | None = None
 
 
 class EventLine(BaseModel):

@@ -11,6 +11,7 @@ from shared.contracts.base import ORDER_ID_PATTERN, SKU_PATTERN
 
 MAX_LINES = 100
 MAX_UNITS_PER_SKU = 10_000
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
 
 
 def units_per_sku(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -34,9 +35,11 @@ class _Strict(BaseModel):
 
 
 class Customer(_Strict):
-    customer_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr
+    phone: str | None = Field(default=None, min_length=1, max_length=50)
+    address: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class OrderLine(_Strict):

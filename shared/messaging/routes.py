@@ -15,7 +15,7 @@ from typing import Any
 
 import dramatiq
 
-from shared.contracts import saga
+from shared.contracts import customers, saga
 from shared.contracts.base import Message, derive_id
 from shared.messaging import topology
 
@@ -41,6 +41,8 @@ ROUTES: dict[type[Message], str] = {
     saga.PaymentFailed: topology.ORDER_SAGA_QUEUE,
     saga.PaymentRefunded: topology.ORDER_SAGA_QUEUE,
     saga.StepDeadline: topology.ORDER_SAGA_QUEUE,
+    customers.UpdateCustomer: topology.ORDER_SAGA_QUEUE,
+    customers.ForgetCustomer: topology.ORDER_SAGA_QUEUE,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import re
 import sys
@@ -47,6 +48,30 @@ def _name(text: str) -> str:
     return text
 
 
+def _items(text: str) -> list[dict[str, object]]:
+    try:
+        items = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from e
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        raise argparse.ArgumentTypeError('a JSON list of {"sku": ..., "quantity": ...}')
+    return items
+
+
+def _request_fields(args: argparse.Namespace) -> dict[str, object]:
+    """The body of an `orderflow orders` request, as the intake's contract has it."""
+    if args.action == "cancel":
+        return {"reason": args.reason}
+    if args.action == "amend":
+        if (args.method is None) != (args.token is None):
+            raise UsageError("--method and --token go together")
+        payment = {"payment": {"method": args.method, "token": args.token}} if args.method else {}
+        return {"items": args.items, **payment}
+    if args.action == "ship":
+        return {key: value for key in ("carrier", "tracking") if (value := getattr(args, key)) is not None}
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orderflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
         "source", nargs="?", default="-", help="file with an order, a JSON array or JSON lines"
     )
 
+    orders = commands.add_parser("orders", help="requests about placed orders").add_subparsers(
+        dest="action", required=True
+    )
+    orders_cancel = orders.add_parser("cancel", help="cancel an order before it ships (refunded if paid)")
+    orders_cancel.add_argument("--reason", type=_name, default="customer_request")
+    orders_amend = orders.add_parser("amend", help="change an order's items before it ships")
+    orders_amend.add_argument(
+        "--items", type=_items, required=True, help='the full new list: [{"sku", "quantity"}]'
+    )
+    orders_amend.add_argument(
+        "--method", choices=("credit_card", "alipay", "wechat_pay"), help="pay with this"
+    )
+    orders_amend.add_argument("--token", help="the new payment method's token (with --method)")
+    orders_ship = orders.add_parser("ship", help="a confirmed order left the warehouse")
+    orders_ship.add_argument("--carrier", type=_name)
+    orders_ship.add_argument("--tracking", type=_name)
+    orders.add_parser("complete", help="a shipped order arrived and is done")
+    for action in (orders_cancel, orders_amend, orders_ship, orders.choices["complete"]):
+        action.add_argument("order_id")
+        action.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the outcome")
+        action.add_argument("--json", action="store_true")
+
+    status = commands.add_parser("status", help="an order's status and history")
+    status.add_argument("order_id")
+    status.add_argument("--json", action="store_true")
+
     customers = commands.add_parser("customers", help="customers: their details and orders").add_subparsers(
         dest="action", required=True
     )
@@ -100,10 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     customers_forget.add_argument("customer_id")
     customers_forget.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the change")
-
-    status = commands.add_parser("status", help="an order's status and history")
-    status.add_argument("order_id")
-    status.add_argument("--json", action="store_true")
 
     payments = commands.add_parser("payments", help="payments").add_subparsers(dest="action", required=True)
     payments_show = payments.add_parser("show", help="an order's payment, as the gateway answered for it")
@@ -243,6 +290,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from services.order import cli as order
 
         return order.submit(settings, args.source)
+    if args.command == "orders":
+        from services.order import cli as order
+
+        return order.request(
+            settings, args.action, args.order_id, _request_fields(args), args.wait, args.json
+        )
     if args.command == "status":
         from services.order import cli as order
 

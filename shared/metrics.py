@@ -50,7 +50,7 @@ DEAD_LETTERS_REFUSED = Counter(
 # Business: the order saga.
 ORDERS = Counter(
     "orderflow_orders_total",
-    "Orders by status reached (accepted, confirmed, cancelled, rejected) and reason.",
+    "Orders by status reached (accepted, confirmed, shipped, completed, cancelled, rejected) and reason.",
     ["status", "reason"],
 )
 SAGA_SECONDS_HISTOGRAM = Histogram(
@@ -88,7 +88,16 @@ STOCK_HOLDS_OVERDUE = Gauge(
     " that never arrived (as of the last check).",
     multiprocess_mode="livemax",
 )
-ORDER_REFUNDS = Counter("orderflow_order_refunds_total", "Orders whose captured money was refunded.")
+ORDER_REFUNDS = Counter(
+    "orderflow_order_refunds_total",
+    "Refunds of money captured for orders (a cancel, an amendment, a return).",
+)
+ORDER_CHANGES = Counter(
+    "orderflow_order_changes_total",
+    "Requests about placed orders (cancel, amend, ship, complete, return, exchange), by outcome"
+    " (done or rejected).",
+    ["kind", "outcome"],
+)
 SAGAS_OVERDUE = Gauge(
     "orderflow_sagas_overdue",
     "Pending sagas past their step's deadline, as last seen.",

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # asked for, with backoff), and units held that long make inventory ask their order whether
     # to sell or release them (orderflow_compensations_overdue, orderflow_stock_holds_overdue).
     compensation_grace: float = Field(default=300.0, gt=0)
+    # A shipped order is completed this many days after shipping, if nobody completed it before;
+    # the order worker looks for such orders every ORDERFLOW_COMPLETE_CHECK_INTERVAL seconds.
+    complete_after_days: float = Field(default=14.0, gt=0)
+    complete_check_interval: float = Field(default=3600.0, gt=0)
 
     # Sagas an order worker process keeps under way at once; more orders wait in the intake queue,
     # where they hold no stock and no step's clock runs for them.

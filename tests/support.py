@@ -91,6 +91,23 @@ class Publish:
         body = order if isinstance(order, bytes) else json.dumps(order).encode()
         self.raw(topology.INTAKE_EXCHANGE, topology.INTAKE_ROUTING_KEY, body, content_type)
 
+    def request(self, kind: str, body: dict[str, Any] | bytes, message_id: str | None = None) -> None:
+        """A request about a placed order (`order.<kind>`) to the intake exchange."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.transport.publisher.publish(
+            [
+                Outgoing(
+                    topology.INTAKE_EXCHANGE,
+                    f"order.{kind}",
+                    raw,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    message_id=message_id,
+                    mandatory=False,
+                )
+            ]
+        )
+
     def event(self, event: Event) -> None:
         self.raw(topology.EVENTS_EXCHANGE, event.routing_key, event.model_dump_json().encode())
 

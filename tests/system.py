@@ -33,7 +33,7 @@ ORDERFLOW = str(Path(sys.executable).with_name("orderflow"))
 OPERATORS = "ops@example.com"
 SERVICES = ("order", "inventory", "payment", "notification", "reporting")
 QUEUES_OF = {
-    "order": [topology.ORDER_INTAKE_QUEUE, topology.ORDER_SAGA_QUEUE],
+    "order": [topology.ORDER_INTAKE_QUEUE, topology.ORDER_REQUESTS_QUEUE, topology.ORDER_SAGA_QUEUE],
     "inventory": [topology.stock_queue(0)],
     "payment": [topology.PAYMENT_QUEUE],
     "notification": [topology.NOTIFICATION_EVENTS_QUEUE],

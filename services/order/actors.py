@@ -7,8 +7,8 @@ from typing import Any
 
 from services.order.customer_handlers import CustomerHandlers
 from services.order.handlers import OrderHandlers
-from services.order.intake import Submission, decode_submission
-from shared.contracts import customers, saga
+from services.order.intake import Submission, decode_request, decode_submission
+from shared.contracts import customers, requests, saga
 from shared.messaging import topology
 from shared.messaging.exchanges import InboundMessage, QueueConsumer
 from shared.messaging.saga_bus import SagaBus
@@ -25,6 +25,9 @@ def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
     bus.handle(saga.PaymentFailed, handlers.payment_failed)
     bus.handle(saga.PaymentRefunded, handlers.payment_refunded)
     bus.handle(saga.StepDeadline, handlers.step_deadlines)
+    bus.handle(saga.StockReturned, handlers.stock_returned)
+    # Returns and exchanges approved by the support desk.
+    bus.handle(requests.OrderRequest, handlers.take_requests)
 
 
 def register_customer_actors(bus: SagaBus, customer_desk: CustomerHandlers) -> None:
@@ -39,3 +42,14 @@ def intake_consumer(transport: Transport, handlers: OrderHandlers) -> Callable[[
         return decode_submission(inbound.body, inbound.content_type, max_bytes)
 
     return transport.consumer(topology.ORDER_INTAKE, decode, handlers.submit_orders, handlers.admits)
+
+
+def requests_consumer(transport: Transport, handlers: OrderHandlers) -> Callable[[], QueueConsumer[Any]]:
+    max_bytes = transport.settings.max_message_bytes
+
+    def decode(inbound: InboundMessage) -> requests.OrderRequest:
+        return decode_request(
+            inbound.body, inbound.routing_key, inbound.content_type, inbound.message_id, max_bytes
+        )
+
+    return transport.consumer(topology.ORDER_REQUESTS, decode, handlers.take_requests)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from services.order.actors import intake_consumer, register_actors, register_customer_actors
+from services.order.actors import (
+    intake_consumer,
+    register_actors,
+    register_customer_actors,
+    requests_consumer,
+)
 from services.order.customer_handlers import CustomerHandlers
 from services.order.customers import CustomerBook
 from services.order.handlers import OrderHandlers
@@ -22,7 +27,8 @@ TIMER_FLUSH_SECONDS = 1.0
 
 def bootstrap(settings: Settings) -> WorkerApp:
     client = store.connect(settings)
-    orders = RecentOrders(OrderRepository(store.database(client, settings, "order")))
+    partition_of = partial(topology.partition_of, partitions=settings.inventory_partitions)
+    orders = RecentOrders(OrderRepository(store.database(client, settings, "order"), partition_of))
     customers = CustomerBook(store.database(client, settings, "order"))
     transport = Transport(settings)
     probe = RabbitQueueProbe(settings.amqp_url)
@@ -33,9 +39,10 @@ def bootstrap(settings: Settings) -> WorkerApp:
         probe,
         currency=settings.currency,
         step_timeout=transport.step_timeout,
-        partition_of=partial(topology.partition_of, partitions=settings.inventory_partitions),
+        partition_of=partition_of,
         max_in_flight=settings.max_in_flight,
         compensation_grace=timedelta(seconds=settings.compensation_grace),
+        complete_after=timedelta(days=settings.complete_after_days),
         customers=customers,
     )
     register_actors(transport.bus, handlers)
@@ -45,12 +52,17 @@ def bootstrap(settings: Settings) -> WorkerApp:
         settings,
         transport,
         saga_queues=[topology.ORDER_SAGA_QUEUE],
-        consumers=[intake_consumer(transport, handlers)],
+        consumers=[intake_consumer(transport, handlers), requests_consumer(transport, handlers)],
         on_start=[orders.ensure_indexes],
         periodic=[
             ("deadline timers", TIMER_FLUSH_SECONDS, transport.flushing(handlers.flush_timers)),
             # Timers arrive as messages; the sweep is the rare safety net under them.
             ("saga sweep", settings.sweep_interval, transport.flushing(handlers.sweep)),
+            (
+                "completing shipped orders",
+                settings.complete_check_interval,
+                transport.flushing(handlers.complete_shipped),
+            ),
         ],
         # The timers of the last steps leave before the transport closes.
         closers=[transport.flushing(handlers.flush_timers), probe.close, client.close],

@@ -1,17 +1,23 @@
-"""`orderflow submit` and `orderflow status`: what an upstream system and a support desk would do."""
+"""`orderflow submit`, `orderflow orders ...` and `orderflow status`: what an upstream system, a
+warehouse and a support desk would do."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from services.order.changes import RequestRecord
 from services.order.domain import Order, OrderStatus, SagaStep
+from services.order.intake import InvalidRequest, decode_request
 from services.order.store import OrderRepository
 from shared import store
 from shared.contracts.base import utcnow
+from shared.errors import CommandError, UsageError
 from shared.messaging import topology
 from shared.messaging.publisher import Outgoing
 from shared.messaging.transport import Transport
@@ -20,6 +26,8 @@ from shared.settings import Settings
 
 # How many orders `submit` publishes per confirmed burst.
 SUBMIT_BATCH = 500
+# A request published but not carried out within --wait (no order worker running, say).
+NOT_APPLIED = 3
 
 
 def split_submissions(text: str) -> list[bytes]:
@@ -52,6 +60,85 @@ def submit(settings: Settings, source: str) -> int:
     return 0
 
 
+def request(
+    settings: Settings, kind: str, order_id: str, fields: dict[str, Any], wait: float, as_json: bool
+) -> int:
+    """Publish a request about an order to the intake (`order.<kind>`), as an upstream system
+    would, and wait for the order worker to carry it out or refuse it."""
+    orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
+    if orders.get(order_id) is None:
+        raise CommandError(f"unknown order: {order_id}")
+    request_id = f"cli-{uuid.uuid4().hex[:20]}"
+    body = json.dumps({"order_id": order_id, "request_id": request_id, **fields}).encode()
+    try:
+        # What the intake would dead-letter is refused here, with the same words.
+        decode_request(body, f"order.{kind}", "application/json", None, settings.max_message_bytes)
+    except InvalidRequest as e:
+        raise UsageError(str(e)) from e
+    transport = Transport(settings)
+    try:
+        transport.declare()
+        transport.publisher.publish([Outgoing(topology.INTAKE_EXCHANGE, f"order.{kind}", body)])
+    finally:
+        transport.close()
+    deadline = time.monotonic() + wait
+    while True:
+        order = orders.get(order_id)
+        assert order is not None
+        record = order.record_of(request_id)
+        # A pending order's cancel is done when the order is cancelled, not when it is asked.
+        if record is not None and not (kind == "cancel" and order.status is OrderStatus.PENDING):
+            break
+        if time.monotonic() >= deadline:
+            where = (
+                "waiting its turn" if any(r.message_id == request_id for r in order.queued) else "under way"
+            )
+            print(f"request {request_id} is {where}, not done within {wait:.0f} s")
+            print(
+                f"It stays queued and is carried out when an order worker runs: orderflow status {order_id}"
+            )
+            return NOT_APPLIED
+        time.sleep(0.1)
+    view = {**request_view(order, record), "status": order.status.value}
+    if as_json:
+        print(json.dumps(view, indent=2))
+    elif record.outcome == "rejected":
+        print(f"order {order_id}: {kind} refused ({record.reason}): {record.detail}", file=sys.stderr)
+    else:
+        print(
+            f"order {order_id}: {_DONE[kind]}, now {order.status.value}" + _money_moved(view, order.currency)
+        )
+    return 0 if record.outcome == "done" else 1
+
+
+_DONE = {"cancel": "cancelled", "amend": "amended", "ship": "shipped", "complete": "completed"}
+
+
+def _money_moved(view: dict[str, Any], currency: str) -> str:
+    amount = view["amount"]
+    if amount.startswith("-"):
+        return f"; refunded {amount[1:]} {currency}"
+    return f"; charged {amount} {currency}" if amount.strip("0.") else ""
+
+
+def request_view(order: Order, record: RequestRecord) -> dict[str, Any]:
+    def money(minor: int | None) -> str | None:
+        return None if minor is None else to_decimal_string(minor, order.currency)
+
+    return {
+        "request_id": record.request_id,
+        "kind": record.kind,
+        "outcome": record.outcome,
+        "reason": record.reason,
+        "detail": record.detail,
+        "at": record.at.isoformat(),
+        "amount": ("-" if record.amount < 0 else "") + to_decimal_string(abs(record.amount), order.currency),
+        "total": money(record.total),
+        "previous_total": money(record.previous_total),
+        "case_id": record.case_id,
+    }
+
+
 def status(settings: Settings, order_id: str, as_json: bool) -> int:
     orders = OrderRepository(store.database(store.connect(settings), settings, "order"))
     order = orders.get(order_id)
@@ -65,7 +152,11 @@ def status(settings: Settings, order_id: str, as_json: bool) -> int:
     reason = f" ({view['reason']})" if view["reason"] else ""
     print(f"order {order.order_id}: {view['status']}{reason}")
     if view["total"] is not None:
-        print(f"  total {view['total']} {order.currency}, paid by {order.payment_method}")
+        print(
+            f"  total {view['total']} {order.currency}, paid by {order.payment_method}, paid {view['paid']}"
+        )
+    if order.carrier or order.tracking:
+        print(f"  shipped with {order.carrier or '?'}, tracking {order.tracking or '?'}")
     for item in view["items"]:
         price = f" at {item['unit_price']}" if item["unit_price"] else ""
         print(f"  {item['quantity']} x {item['sku']}{price}")
@@ -78,9 +169,23 @@ def status(settings: Settings, order_id: str, as_json: bool) -> int:
     for due in view["pending_compensations"]:
         where = f" in partition {due['partition']}" if "partition" in due else ""
         print(f"  outstanding: {due['kind']}{where} since {due['since']}")
+    if view["change"]:
+        change = view["change"]
+        waiting = ", ".join(change["awaiting"])
+        print(
+            f"  under way: {change['kind']} ({change['request_id']}), {change['step']}, waiting for {waiting}"
+        )
+    for waiting in view["queued"]:
+        print(f"  waiting its turn: {waiting['kind']} ({waiting['request_id']})")
     for entry in view["history"]:
         amount = f" {entry['amount']}" if "amount" in entry else ""
-        print(f"  {entry['at']}  {entry['status']:<9} {entry['step']}{amount}  ({entry['message_id']})")
+        reason = f" {entry['reason']}" if entry["step"] == SagaStep.CHANGED else ""
+        print(
+            f"  {entry['at']}  {entry['status']:<9} {entry['step']}{reason}{amount}  ({entry['message_id']})"
+        )
+    for taken in view["requests"]:
+        said = f": {taken['reason']}, {taken['detail']}" if taken["outcome"] == "rejected" else ""
+        print(f"  request {taken['request_id']}: {taken['kind']} {taken['outcome']}{said}")
     return 0
 
 
@@ -118,6 +223,12 @@ def order_view(order: Order) -> dict[str, Any]:
             "refund_required": order.refund_required,
             "refunded": money(order.refunded),
         },
+        "paid": money(order.paid),
+        "carrier": order.carrier,
+        "tracking": order.tracking,
+        "change": change_view(order),
+        "queued": [{"request_id": request.message_id, "kind": request.kind} for request in order.queued],
+        "requests": [request_view(order, record) for record in order.requests],
         "pending_compensations": pending_compensations(order),
         "history": [
             {
@@ -130,6 +241,20 @@ def order_view(order: Order) -> dict[str, Any]:
             }
             for entry in order.history
         ],
+    }
+
+
+def change_view(order: Order) -> dict[str, Any] | None:
+    change = order.change
+    if change is None:
+        return None
+    return {
+        "request_id": change.request_id,
+        "kind": change.kind.value,
+        "step": change.step.value,
+        "awaiting": change.awaiting,
+        "amount": None if change.amount is None else to_decimal_string(abs(change.amount), order.currency),
+        "since": change.started_at.isoformat(),
     }
 
 

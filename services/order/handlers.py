@@ -26,8 +26,9 @@ from services.order.intake import RejectedSubmission, Submission
 from services.order.store import OrderRepository, RecentOrders
 from shared import metrics
 from shared.contracts import saga
-from shared.contracts.base import Message, OrderMessage, new_id, utcnow
+from shared.contracts.base import Message, OrderMessage, derive_id, new_id, utcnow
 from shared.contracts.events import Event
+from shared.contracts.requests import OrderRequest
 from shared.errors import TransientError
 from shared.logs import message_context
 from shared.messaging.ports import Backlog, Batch, CommandSender, EventSink, QueueProbe
@@ -59,6 +60,7 @@ class OrderHandlers:
         partition_of: Callable[[str], int] = lambda sku: 0,
         max_in_flight: int = 500,
         compensation_grace: timedelta = timedelta(minutes=5),
+        complete_after: timedelta = timedelta(days=14),
         clock: Callable[[], datetime] = utcnow,
         customers: CustomerBook | None = None,
     ) -> None:
@@ -70,6 +72,7 @@ class OrderHandlers:
         self.step_timeout = step_timeout
         self.partition_of = partition_of
         self.compensation_grace = compensation_grace
+        self.complete_after = complete_after
         self.clock = clock
         self.customers = customers
         self.in_flight = InFlight(max_in_flight, horizon=4 * step_timeout)
@@ -159,6 +162,36 @@ class OrderHandlers:
     def payment_refunded(self, batch: Batch[saga.PaymentRefunded]) -> None:
         self._advance(batch, Order.payment_refunded)
 
+    def stock_returned(self, batch: Batch[saga.StockReturned]) -> None:
+        self._advance(batch, Order.stock_returned)
+
+    # Requests about placed orders ------------------------------------------------------------
+
+    def take_requests(self, batch: Batch[OrderRequest]) -> None:
+        """Cancel, amend, ship, complete (from the intake), return and exchange (from the support
+        desk): each is carried out on its order as far as the order's state allows, refused with
+        a reason, or kept until the order's saga or change is done. A request taken before
+        changes nothing; one for an order never submitted is dead-lettered."""
+        self._advance(batch, Order.take_request)
+
+    def complete_shipped(self) -> int:
+        """Ask each order shipped more than ORDERFLOW_COMPLETE_AFTER_DAYS ago to complete; returns
+        how many were asked. A scan of the shipped orders: run now and then, never per message.
+        The request (one per order, however often it is sent) goes the way of every other: a
+        change under way finishes first, and its outcome is said at least once."""
+        due = self.orders.shipped_before(self.clock() - self.complete_after)
+        for order in due:
+            self.commands.send(
+                OrderRequest(
+                    message_id=derive_id(order.order_id, "complete-in-time"),
+                    order_id=order.order_id,
+                    kind="complete",
+                )
+            )
+        if due:
+            log.info("asking %d order(s) shipped long enough ago to complete", len(due))
+        return len(due)
+
     def stock_still_held(self, batch: Batch[saga.StockStillHeld]) -> None:
         """Inventory still holds units for these orders long after reserving them: say again
         what should become of them (sold, or given back), as each order's state implies."""
@@ -169,7 +202,7 @@ class OrderHandlers:
                 batch.reject(question, f"stock held for unknown order {question.order_id}")
                 continue
             with message_context(message_id=question.message_id, order_id=order.order_id):
-                commands = order.commands_for_held_stock(question.partition)
+                commands = order.commands_for_held_stock(question.partition, question.hold)
                 log.warning(
                     "order %s (%s): stock still held in partition %d; %s",
                     order.order_id,
@@ -188,16 +221,16 @@ class OrderHandlers:
         for _ in range(CONCURRENT_ATTEMPTS):
             order_ids = {reply.order_id for reply in replies}
             orders = self.orders.refresh(order_ids) if fresh else self.orders.get_many(order_ids)
-            moved: dict[str, tuple[Order, int]] = {}
+            moved: dict[str, tuple[Order, int, list[str]]] = {}
             unfit: list[R] = []
             for reply in replies:
                 with message_context(message_id=reply.message_id, order_id=reply.order_id):
                     if not self._apply(batch, reply, orders, moved, transition, fresh):
                         unfit.append(reply)
-            lost = {order.order_id for order in self.orders.save([order for order, _ in moved.values()])}
-            for order_id, (order, recorded) in moved.items():
+            lost = {order.order_id for order in self.orders.save([order for order, _, _ in moved.values()])}
+            for order_id, (order, recorded, causes) in moved.items():
                 if order_id not in lost:
-                    self._moved_on(order, recorded)
+                    self._moved_on(order, recorded, causes)
             replies = [reply for reply in replies if reply.order_id in lost or reply in unfit]
             if not replies:
                 return
@@ -211,7 +244,7 @@ class OrderHandlers:
         batch: Batch[R],
         reply: R,
         orders: dict[str, Order],
-        moved: dict[str, tuple[Order, int]],
+        moved: dict[str, tuple[Order, int, list[str]]],
         transition: Callable[[Order, R, datetime], None],
         fresh: bool,
     ) -> bool:
@@ -225,7 +258,7 @@ class OrderHandlers:
             # stored it and died before saying what follows.
             self._dispatch(order)
             return True
-        recorded = moved[order.order_id][1] if order.order_id in moved else len(order.history)
+        recorded, causes = moved[order.order_id][1:] if order.order_id in moved else (len(order.history), [])
         try:
             transition(order, reply, self.clock())
         except TransitionNotAllowed as e:
@@ -233,11 +266,13 @@ class OrderHandlers:
                 return False
             self._late(reply, order, e)
             return True
-        moved[order.order_id] = (order, recorded)
+        moved[order.order_id] = (order, recorded, [*causes, reply.message_id])
         return True
 
     def _late(self, reply: OrderMessage, order: Order, why: TransitionNotAllowed) -> None:
-        """A reply that does not fit the step: a duplicate, or one that came after a timeout."""
+        """A reply that does not fit the step: a duplicate, or one that came after a timeout. A
+        duplicate of a message that settled requests (or of a request) says their outcome again:
+        its first handling may have stored it and died before saying it."""
         compensations = (
             order.compensations_for_late_capture() if isinstance(reply, saga.PaymentCaptured) else []
         )
@@ -247,6 +282,7 @@ class OrderHandlers:
             log.info("ignoring %s: %s", type(reply).__name__, why)
         for message in compensations:
             self.commands.send(message)
+        self._say(order.said_again(reply.message_id))
 
     # Deadlines --------------------------------------------------------------------------------
 
@@ -261,8 +297,13 @@ class OrderHandlers:
             timer.order_id
             for timer in timers
             if (order := recent.get(timer.order_id)) is not None
-            and (order.status is OrderStatus.PENDING or order.has_dues)
-            and order.version <= timer.version
+            and (
+                # A copy older than the timer (another process moved the order) cannot judge it.
+                order.version < timer.version
+                or (
+                    (order.status is OrderStatus.PENDING or order.has_dues) and order.version == timer.version
+                )
+            )
         }
         orders = self.orders.refresh(undecided) if undecided else {}
         fired = [
@@ -271,7 +312,16 @@ class OrderHandlers:
             if (order := orders.get(timer.order_id)) is not None and order.version == timer.version
         ]
         self._expire([(order, timer) for order, timer in fired if order.status is OrderStatus.PENDING])
-        self._follow_up([order for order, _ in fired if order.status is not OrderStatus.PENDING])
+        asking: list[Order] = []
+        for order, timer in fired:
+            if order.status is OrderStatus.PENDING:
+                continue
+            extended = self._patience(order.due_commands(), timer) if order.change_may_fail else None
+            if extended is None:
+                asking.append(order)
+            else:
+                self._set_timer(order, extended=extended)
+        self._follow_up(asking)
 
     def sweep(self) -> int:
         """The safety net under the timers, run now and then: time out sagas long past their
@@ -297,7 +347,8 @@ class OrderHandlers:
         return self._expire([(order, None) for order in overdue if order.status is OrderStatus.PENDING])
 
     def _follow_up(self, orders: list[Order]) -> None:
-        """Finished orders whose refund or commits are still outstanding: ask for them again."""
+        """Finished orders whose refund or change is still outstanding: ask for it again (a change
+        that can still be refused and heard nothing is refused)."""
         now = self.clock()
         asking = [order for order in orders if order.has_dues]
         for order in asking:
@@ -306,17 +357,19 @@ class OrderHandlers:
         for order in asking:
             if order.order_id in lost:  # a reply moved it first
                 continue
-            commands = order.due_commands()
+            messages = order.followed_up()
             with message_context(message_id=order.last_cause, order_id=order.order_id):
                 log.warning(
                     "order %s: asking again (%d) for %s",
                     order.order_id,
                     order.follow_ups,
-                    ", ".join(type(command).__name__ for command in commands),
+                    ", ".join(
+                        type(message).__name__ for message in messages if not isinstance(message, Event)
+                    ),
                 )
-            for command in commands:
-                self.commands.send(command)
-            self._arm(order.deadline_timer(), order.timer_delay())
+            self._say(messages)
+            if order.has_dues:
+                self._arm(order.deadline_timer(), order.timer_delay())
 
     def _expire(self, due: Iterable[tuple[Order, saga.StepDeadline | None]]) -> int:
         """Time out the orders whose step is waiting for nothing that is being worked on; set the
@@ -331,13 +384,9 @@ class OrderHandlers:
 
         expiring: list[Order] = []
         for order, timer in due:
-            waiting_on = [backlog(command) for command in order.awaited()]
-            if any(queue.worked_off for queue in waiting_on):
-                # Queued behind work that is being done: a backlog, not a failure.
-                self._set_timer(order, extended=timer.extended if timer else False)
-            elif timer is not None and not timer.extended and any(queue.consumers for queue in waiting_on):
-                # Its command may be in a consumer's hands right now: one more step timeout.
-                self._set_timer(order, extended=True)
+            extended = self._patience(order.awaited(), timer, backlog)
+            if extended is not None:
+                self._set_timer(order, extended=extended)
             else:
                 order.time_out(self.clock())
                 expiring.append(order)
@@ -349,6 +398,28 @@ class OrderHandlers:
                     log.warning("order %s timed out waiting in %s", order.order_id, order.history[-2].step)
                 self._moved_on(order, recorded[order.order_id])
         return len(expiring) - len(lost)
+
+    def _patience(
+        self,
+        commands: list[Message],
+        timer: saga.StepDeadline | None,
+        backlog: Callable[[Message], Backlog] | None = None,
+    ) -> bool | None:
+        """Whether a step whose timer fired waits on: None if it gives up, else the `extended`
+        flag of its next timer. Queued behind work being done, it is a backlog, not a failure
+        (as long as it takes); with its command perhaps in a consumer's hands, it gets one more
+        step timeout. A timer the sweep stands in for (None) gives up."""
+        if timer is None:
+            return None
+        backlogs = [(backlog or self._backlog)(command) for command in commands]
+        if any(queue.worked_off for queue in backlogs):
+            return timer.extended
+        if not timer.extended and any(queue.consumers for queue in backlogs):
+            return True
+        return None
+
+    def _backlog(self, command: Message) -> Backlog:
+        return self.queues.backlog(queue_of(command))
 
     def _set_timer(self, order: Order, *, extended: bool) -> None:
         timer = order.deadline_timer().model_copy(update={"message_id": new_id(), "extended": extended})
@@ -368,8 +439,10 @@ class OrderHandlers:
 
     # Internals --------------------------------------------------------------------------------
 
-    def _moved_on(self, order: Order, recorded: int) -> None:
-        """A transition was stored: log it, count it, and say what the new state implies."""
+    def _moved_on(self, order: Order, recorded: int, causes: list[str] | None = None) -> None:
+        """Transitions were stored (caused by `causes`, by default the last one's): log them,
+        count them, and say what the new state implies."""
+        causes = causes or [order.last_cause]
         with message_context(message_id=order.last_cause, order_id=order.order_id):
             log.info("order %s is %s (%s)", order.order_id, order.status, order.step)
         finished = (
@@ -378,35 +451,44 @@ class OrderHandlers:
         )
         if finished:
             self.in_flight.finished(order.order_id)
-        _observe(order, order.history[recorded - 1 :], finished)
+        _observe(order, order.history[recorded - 1 :], finished, causes)
         if order.history[recorded - 1].status is OrderStatus.PENDING:
-            self._dispatch(order)
+            self._dispatch(order, causes)
         else:
-            self._followed_up(order, order.history[recorded:])
+            self._followed_up(order, order.history[recorded:], causes)
 
-    def _followed_up(self, order: Order, entries: list[HistoryEntry]) -> None:
-        """A finished order heard that a follow-up is done: it says only what is new (its state
-        was said when it finished, and what is still due is under way), and sets the timer of
-        what is still due, since its version moved."""
+    def _followed_up(self, order: Order, entries: list[HistoryEntry], causes: list[str]) -> None:
+        """A finished order moved on (a follow-up is done, a request was taken, its change moved):
+        it says only what is new (what is still due is said again by its change's step), and sets
+        the timer of what is still due, since its version moved."""
         if any(entry.step is SagaStep.REFUNDED for entry in entries):
             self.events.publish(order.refunded_event())
+        self._say(order.news(causes))
         if order.has_dues:
             self._arm(order.deadline_timer(), order.timer_delay())
 
-    def _dispatch(self, order: Order) -> None:
-        for message in order.outbox():
+    def _dispatch(self, order: Order, causes: list[str] | None = None) -> None:
+        self._say(order.outbox(causes), order)
+
+    def _say(self, messages: Iterable[Message | Event], timed: Order | None = None) -> None:
+        for message in messages:
             if isinstance(message, Event):
                 self.events.publish(message)
             elif isinstance(message, saga.StepDeadline):
-                self._arm(message, order.timer_delay())
+                assert timed is not None, "only an order's outbox sets its timer"
+                self._arm(message, timed.timer_delay())
             else:
                 self.commands.send(message)
 
 
-def _observe(order: Order, entries: list[HistoryEntry], finished: bool) -> None:
-    """Business metrics of the transitions just stored: steps left, compensations, outcomes."""
-    steps = [entry for entry in entries if entry.step is not SagaStep.REFUNDED]
+def _observe(order: Order, entries: list[HistoryEntry], finished: bool, causes: list[str]) -> None:
+    """Business metrics of the transitions just stored: steps left, compensations, outcomes,
+    what happened after confirmation, and the requests settled."""
+    steps = [entry for entry in entries if entry.step not in (SagaStep.REFUNDED, SagaStep.CHANGED)]
     for before, now in pairwise(steps):
+        if before.status is not OrderStatus.PENDING:
+            metrics.ORDERS.labels(now.status.value, now.reason or "").inc()
+            continue
         metrics.STEP_SECONDS.labels(before.step.value).observe((now.at - before.at).total_seconds())
         if now.step is SagaStep.RELEASING_STOCK and before.step is not SagaStep.RELEASING_STOCK:
             metrics.COMPENSATIONS.labels(now.reason or "").inc()
@@ -417,6 +499,11 @@ def _observe(order: Order, entries: list[HistoryEntry], finished: bool) -> None:
         )
     if any(entry.step is SagaStep.REFUNDED for entry in entries[1:]):
         metrics.ORDER_REFUNDS.inc()
+    for record in order.requests:
+        if record.cause in causes:
+            metrics.ORDER_CHANGES.labels(record.kind, record.outcome).inc()
+            if record.outcome == "done" and record.amount < 0:
+                metrics.ORDER_REFUNDS.inc()
 
 
 class InFlight:

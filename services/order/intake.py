@@ -1,4 +1,5 @@
-"""Decoding what upstream systems submit: a typed submission, or every problem found with it."""
+"""Decoding what upstream systems publish: a typed submission (or every problem found with it),
+and requests about orders already submitted."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from shared.contracts.base import ORDER_ID_PATTERN
+from shared.contracts.base import ORDER_ID_PATTERN, derive_id
 from shared.contracts.intake import OrderSubmission
+from shared.contracts.requests import (
+    REQUEST_BODIES,
+    REQUEST_ID_PATTERN,
+    AmendBody,
+    CancelBody,
+    OrderRequest,
+    ShipBody,
+)
 from shared.errors import InvalidMessage
 
 ACCEPTED_MEDIA_TYPES = frozenset({"", "application/json", "text/plain"})
@@ -50,6 +59,46 @@ def decode_submission(body: bytes, content_type: str | None, max_bytes: int) -> 
         if order_id is None:
             raise InvalidSubmission("; ".join(errors)) from e
         return RejectedSubmission(order_id, errors)
+
+
+class InvalidRequest(InvalidMessage):
+    """A request about an order that is not valid: dead-lettered with every problem found."""
+
+
+def decode_request(
+    body: bytes, routing_key: str, content_type: str | None, message_id: str | None, max_bytes: int
+) -> OrderRequest:
+    """A request published with routing key `order.<kind>`, as the order worker handles it. Its
+    id is the body's `request_id`, else the message's AMQP message id, else derived from the body:
+    a redelivered request has the same one."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise InvalidRequest(f"unsupported content type {content_type!r}: send application/json")
+    if len(body) > max_bytes:
+        raise InvalidRequest(f"message is {len(body)} bytes, more than the limit of {max_bytes}")
+    model = REQUEST_BODIES.get(routing_key)
+    if model is None:
+        raise InvalidRequest(f"no request has routing key {routing_key!r}")
+    try:
+        request = model.model_validate_json(body)
+    except ValidationError as e:
+        raise InvalidRequest(f"invalid {routing_key} request: {'; '.join(_describe(e))}") from e
+    if request.request_id is not None:
+        request_id = request.request_id
+    elif message_id and re.fullmatch(REQUEST_ID_PATTERN, message_id):
+        request_id = message_id
+    else:
+        request_id = derive_id(routing_key, message_id or body.decode("utf-8", "replace"))
+    return OrderRequest(
+        message_id=request_id,
+        order_id=request.order_id,
+        kind=routing_key.removeprefix("order."),  # type: ignore[arg-type]
+        reason=request.reason if isinstance(request, CancelBody) else None,
+        items=request.items if isinstance(request, AmendBody) else [],
+        payment=request.payment if isinstance(request, AmendBody) else None,
+        carrier=request.carrier if isinstance(request, ShipBody) else None,
+        tracking=request.tracking if isinstance(request, ShipBody) else None,
+    )
 
 
 def _describe(error: ValidationError) -> list[str]:

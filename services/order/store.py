@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.database import Database
 
-from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Line, Order, OrderStatus, SagaStep
+from services.order.changes import Change, ChangeKind, ChangeStep, Line, RequestRecord
+from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Order, OrderStatus, SagaStep
+from shared.contracts.requests import OrderRequest
 from shared.store import RecentCopies, find_by_ids, insert_new
 
 # How many claims one write of `erase_customer_from_claims` names.
@@ -30,9 +32,11 @@ class OrderRepository:
     round trips, whatever its size and whatever the size of the collection.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, partition_of: Callable[[str], int] = lambda sku: 0) -> None:
         self._orders = db["orders"]
         self._transitions = db["order_transitions"]
+        # The deployment's partitioning, which the orders it reads use for SKUs a change adds.
+        self.partition_of = partition_of
 
     def ensure_indexes(self) -> None:
         # For the sweep's one query (`under_way`). Every index is upkeep on every write of an order.
@@ -46,9 +50,7 @@ class OrderRepository:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
-        return {
-            document["_id"]: _from_document(document) for document in find_by_ids(self._orders, order_ids)
-        }
+        return {document["_id"]: self._order(document) for document in find_by_ids(self._orders, order_ids)}
 
     def save(self, orders: list[Order]) -> list[Order]:
         """Write a transition of each order (read at `order.version`); returns those another
@@ -56,13 +58,13 @@ class OrderRepository:
         if not orders:
             return []
         states = [{**_to_document(order), "version": order.version + 1} for order in orders]
-        # A claim is kept for good: it never holds the payment token (rolled forward, the order
-        # takes the token from the document it rolls forward, which still holds it while needed).
+        # A claim is kept for good: it never holds a payment token (rolled forward, the order
+        # takes the tokens from the document it rolls forward, which still holds them while needed).
         claims = [
             {
                 "_id": _claim_id(order.order_id, state["version"]),
                 "order_id": order.order_id,
-                "state": {**state, "payment_token": None},
+                "state": _without_tokens(state),
             }
             for order, state in zip(orders, states, strict=True)
         ]
@@ -86,12 +88,11 @@ class OrderRepository:
                 self._transitions,
                 (_claim_id(order_id, order.version + 1) for order_id, order in behind.items()),
             )
-            ahead = {claim["order_id"]: _from_document(claim["state"]) for claim in claims}
+            ahead = {claim["order_id"]: self._order(claim["state"]) for claim in claims}
             if not ahead:
                 break
             for order_id, order in ahead.items():
-                if order.status is OrderStatus.PENDING and order.step in TOKEN_STEPS:
-                    order.payment_token = behind[order_id].payment_token
+                _restore_tokens(order, behind[order_id])
             self._write([(_to_document(order), order.version - 1) for order in ahead.values()])
             orders.update(ahead)
             behind = ahead
@@ -101,7 +102,13 @@ class OrderRepository:
         """Orders whose timer runs: pending sagas, and finished orders still owed a compensation
         (each has a deadline). One scan, bounded by the sagas under way: for the sweep and
         operators, never per message."""
-        return [_from_document(document) for document in self._orders.find({"deadline": {"$ne": None}})]
+        return [self._order(document) for document in self._orders.find({"deadline": {"$ne": None}})]
+
+    def shipped_before(self, cutoff: datetime, limit: int = 1000) -> list[Order]:
+        """Orders shipped before `cutoff` and not completed since. A scan of the orders by status:
+        for a periodic task, never per message."""
+        shipped = self._orders.find({"status": OrderStatus.SHIPPED.value, "shipped_at": {"$lte": cutoff}})
+        return [self._order(document) for document in shipped.limit(limit)]
 
     def erase_customer_from_claims(self, orders: Iterable[Order]) -> None:
         """Write each order's customer as it is now into every claim of the order up to its version:
@@ -119,6 +126,11 @@ class OrderRepository:
                     {"_id": {"$in": claim_ids[start : start + CLAIMS_PER_WRITE]}},
                     {"$set": {"state.customer": vars(customer)}},
                 )
+
+    def _order(self, document: dict[str, Any]) -> Order:
+        order = _from_document(document)
+        order.partition_of = self.partition_of
+        return order
 
     def _write(self, states: list[tuple[dict[str, Any], int]]) -> None:
         """Write each state over the document still at the previous version (only the winner of
@@ -138,6 +150,32 @@ class OrderRepository:
 
 def _claim_id(order_id: str, version: int) -> str:
     return f"{order_id}:{version}"
+
+
+def _without_tokens(state: dict[str, Any]) -> dict[str, Any]:
+    """An order's state without the payment tokens it holds: its own, its change's, its waiting
+    requests'."""
+    return {
+        **state,
+        "payment_token": None,
+        "change": {**state["change"], "payment_token": None} if state["change"] else None,
+        "queued": [{**request, "payment": None} for request in state["queued"]],
+    }
+
+
+def _restore_tokens(ahead: Order, behind: Order) -> None:
+    """An order rolled forward to a claim takes back the tokens it still needs from its document."""
+    if ahead.status is OrderStatus.PENDING and ahead.step in TOKEN_STEPS:
+        # The token goes with the method it was given for: new payment details whose token was
+        # only in the claim are lost with the writer that died, and the order pays as before.
+        ahead.payment_method, ahead.payment_token = behind.payment_method, behind.payment_token
+    if ahead.change and behind.change and ahead.change.number == behind.change.number:
+        ahead.change.payment_token = behind.change.payment_token
+    tokens = {request.message_id: request.payment for request in behind.queued}
+    ahead.queued = [
+        request.model_copy(update={"payment": tokens.get(request.message_id) or request.payment})
+        for request in ahead.queued
+    ]
 
 
 def _to_document(order: Order) -> dict[str, Any]:
@@ -177,8 +215,66 @@ def _to_document(order: Order) -> dict[str, Any]:
         "follow_ups": order.follow_ups,
         "awaiting": order.awaiting,
         "refused": order.refused,
+        "change": _change_document(order.change) if order.change else None,
+        "queued": [request.model_dump(mode="json") for request in order.queued],
+        "requests": [_record_document(record) for record in order.requests],
+        # Keys hold dots and slashes, which field names may not: a list, not a map.
+        "further_charges": _amounts(order.further_charges.items()),
+        "refunded_of": _amounts(order.refunded_of.items()),
+        "carrier": order.carrier,
+        "tracking": order.tracking,
+        "shipped_at": order.shipped_at(),
         "version": order.version,
     }
+
+
+def _change_document(change: Change) -> dict[str, Any]:
+    return {
+        **vars(change),
+        "kind": change.kind.value,
+        "step": change.step.value,
+        "lines": [vars(line) for line in change.lines],
+        "added": [vars(line) for line in change.added],
+        "removed": [vars(line) for line in change.removed],
+        "refund": _amounts(change.refund),
+    }
+
+
+def _change(document: dict[str, Any]) -> Change:
+    return Change(
+        **{
+            **document,
+            "kind": ChangeKind(document["kind"]),
+            "step": ChangeStep(document["step"]),
+            "lines": [Line(**line) for line in document["lines"]],
+            "added": [Line(**line) for line in document["added"]],
+            "removed": [Line(**line) for line in document["removed"]],
+            "refund": [(part["key"], part["amount"]) for part in document["refund"]],
+        }
+    )
+
+
+def _amounts(amounts: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Amounts by key, as documents (FerretDB stores no arrays in arrays)."""
+    return [{"key": key, "amount": amount} for key, amount in amounts]
+
+
+def _record_document(record: RequestRecord) -> dict[str, Any]:
+    return {
+        **vars(record),
+        "added": [vars(line) for line in record.added],
+        "removed": [vars(line) for line in record.removed],
+    }
+
+
+def _record(document: dict[str, Any]) -> RequestRecord:
+    return RequestRecord(
+        **{
+            **document,
+            "added": tuple(Line(**line) for line in document["added"]),
+            "removed": tuple(Line(**line) for line in document["removed"]),
+        }
+    )
 
 
 def _from_document(document: dict[str, Any]) -> Order:
@@ -218,6 +314,13 @@ def _from_document(document: dict[str, Any]) -> Order:
         follow_ups=document.get("follow_ups", 0),
         awaiting=document.get("awaiting", _awaiting_before_partitions(document)),
         refused=document.get("refused", []),
+        change=_change(document["change"]) if document.get("change") else None,
+        queued=[OrderRequest.model_validate(request, strict=False) for request in document.get("queued", [])],
+        requests=[_record(record) for record in document.get("requests", [])],
+        further_charges={part["key"]: part["amount"] for part in document.get("further_charges", [])},
+        refunded_of={part["key"]: part["amount"] for part in document.get("refunded_of", [])},
+        carrier=document.get("carrier"),
+        tracking=document.get("tracking"),
         version=document.get("version", 0),
     )
 
@@ -270,3 +373,6 @@ class RecentOrders:
 
     def erase_customer_from_claims(self, orders: Iterable[Order]) -> None:
         self.repository.erase_customer_from_claims(orders)
+
+    def shipped_before(self, cutoff: datetime) -> list[Order]:
+        return self.repository.shipped_before(cutoff)

@@ -45,13 +45,21 @@ class EventLine(BaseModel):
     line_total: str | None = None
 
 
-OrderStatusName = Literal["pending", "confirmed", "cancelled", "rejected"]
+OrderStatusName = Literal["pending", "confirmed", "shipped", "completed", "cancelled", "rejected"]
 
 
 class OrderStatusChanged(Event):
-    """`order.accepted`, `order.confirmed`, `order.cancelled` or `order.rejected`."""
+    """`order.accepted`, `order.confirmed`, `order.shipped`, `order.completed`, `order.cancelled`
+    or `order.rejected`. A shipped order's event names its `carrier` and `tracking` number."""
 
-    type: Literal["order.accepted", "order.confirmed", "order.cancelled", "order.rejected"]
+    type: Literal[
+        "order.accepted",
+        "order.confirmed",
+        "order.shipped",
+        "order.completed",
+        "order.cancelled",
+        "order.rejected",
+    ]
     order_id: str
     status: OrderStatusName
     reason: str | None = None
@@ -61,6 +69,8 @@ class OrderStatusChanged(Event):
     total: str | None = None
     currency: str | None = None
     payment_method: str | None = None
+    carrier: str | None = None
+    tracking: str | None = None
 
 
 class OrderRefunded(Event):
@@ -74,6 +84,52 @@ class OrderRefunded(Event):
     currency: str
     payment_method: str | None = None
     customer: EventCustomer | None = None
+    # What the refund was for: "cancel" (the order was cancelled), "amend" (an amendment lowered
+    # its total), "return" or "exchange" (a support case), with the request's id.
+    cause: str = "cancel"
+    request_id: str | None = None
+
+
+class OrderChanged(Event):
+    """`order.amended`, `order.returned` or `order.exchanged`: a change to the order's lines is
+    done. `items` and `total` are the order's after it; `returned` and `replacement` the units
+    that came back and went out; `amount` what moved: charged if positive, refunded if negative."""
+
+    type: Literal["order.amended", "order.returned", "order.exchanged"]
+    order_id: str
+    status: OrderStatusName
+    request_id: str
+    case_id: str | None = None
+    items: list[EventLine] = Field(default_factory=list)
+    total: str | None  # None: a pending order, not priced yet (its payment details changed)
+    previous_total: str | None
+    amount: str
+    currency: str
+    returned: list[EventLine] = Field(default_factory=list)
+    replacement: list[EventLine] = Field(default_factory=list)
+    payment_method: str | None = None
+    customer: EventCustomer | None = None
+
+
+class OrderRequestRejected(Event):
+    """`order.<kind>_rejected`: a request about an order was refused and the order is unchanged.
+    `reason` is a word (`shipped`, `out_of_stock`, `payment_declined`, ...), `detail` a sentence."""
+
+    type: Literal[
+        "order.cancel_rejected",
+        "order.amend_rejected",
+        "order.ship_rejected",
+        "order.complete_rejected",
+        "order.return_rejected",
+        "order.exchange_rejected",
+    ]
+    order_id: str
+    request_id: str
+    status: OrderStatusName | None = None
+    reason: str
+    detail: str
+    case_id: str | None = None
+    customer: EventCustomer | None = None
 
 
 class LowStock(Event):
@@ -86,11 +142,12 @@ class LowStock(Event):
     threshold: int
 
 
-PublicEvent = Annotated[OrderStatusChanged | OrderRefunded | LowStock, Field(discriminator="type")]
-_PUBLIC_EVENT: TypeAdapter[OrderStatusChanged | OrderRefunded | LowStock] = TypeAdapter(PublicEvent)
+AnyEvent = OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock
+PublicEvent = Annotated[AnyEvent, Field(discriminator="type")]
+_PUBLIC_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(PublicEvent)
 
 
-def decode_event(body: bytes) -> OrderStatusChanged | OrderRefunded | LowStock:
+def decode_event(body: bytes) -> AnyEvent:
     """An event as published on `orderflow.events`; InvalidMessage if it is not one."""
     try:
         return _PUBLIC_EVENT.validate_json(body)

@@ -46,6 +46,7 @@ class InboundMessage:
         self.content_type: str | None = message.properties.get("content_type")
         self.headers: dict[str, Any] = dict(message.headers or {})
         self.routing_key: str = message.delivery_info.get("routing_key", "")
+        self.message_id: str | None = message.properties.get("message_id")
 
     @property
     def attempt(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import dramatiq
 
-from shared.contracts import customers, saga
+from shared.contracts import customers, requests, saga
 from shared.contracts.base import Message, derive_id
 from shared.messaging import topology
 
@@ -43,6 +43,8 @@ ROUTES: dict[type[Message], str] = {
     saga.StepDeadline: topology.ORDER_SAGA_QUEUE,
     customers.UpdateCustomer: topology.ORDER_SAGA_QUEUE,
     customers.ForgetCustomer: topology.ORDER_SAGA_QUEUE,
+    requests.OrderRequest: topology.ORDER_SAGA_QUEUE,
+    requests.CaseSettled: topology.ORDER_SAGA_QUEUE,
 }
 
 

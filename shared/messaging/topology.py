@@ -20,10 +20,15 @@ from shared.messaging.publisher import Outgoing, Publisher, PublishFailed
 # Public exchanges (kombu): upstream systems publish to the intake; anyone may subscribe to events.
 INTAKE_EXCHANGE = "orderflow.intake"
 INTAKE_ROUTING_KEY = "order.submit"
+# Requests about orders already submitted (shared/contracts/requests.py).
+REQUEST_ROUTING_KEYS = ("order.cancel", "order.amend", "order.ship", "order.complete")
 EVENTS_EXCHANGE = "orderflow.events"
 
 # Queues on the public exchanges, one per consuming worker.
 ORDER_INTAKE_QUEUE = "orderflow.order.intake"
+# Requests have a queue of their own: they are never held back with new orders when the order
+# worker admits no more sagas.
+ORDER_REQUESTS_QUEUE = "orderflow.order.requests"
 NOTIFICATION_EVENTS_QUEUE = "orderflow.notification.events"
 REPORTING_EVENTS_QUEUE = "orderflow.reporting.events"
 
@@ -115,9 +120,10 @@ def _bound(name: str, exchange: Exchange, keys: tuple[str, ...]) -> Queue:
 
 
 ORDER_INTAKE = _bound(ORDER_INTAKE_QUEUE, INTAKE, (INTAKE_ROUTING_KEY,))
+ORDER_REQUESTS = _bound(ORDER_REQUESTS_QUEUE, INTAKE, REQUEST_ROUTING_KEYS)
 NOTIFICATION_EVENTS = _bound(NOTIFICATION_EVENTS_QUEUE, EVENTS, NOTIFICATION_EVENT_KEYS)
 REPORTING_EVENTS = _bound(REPORTING_EVENTS_QUEUE, EVENTS, REPORTING_EVENT_KEYS)
-PUBLIC_QUEUES = (ORDER_INTAKE, NOTIFICATION_EVENTS, REPORTING_EVENTS)
+PUBLIC_QUEUES = (ORDER_INTAKE, ORDER_REQUESTS, NOTIFICATION_EVENTS, REPORTING_EVENTS)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.order.domain import Order
@@ -51,6 +51,13 @@ class FakeOrders:
 
     def under_way(self) -> list[Order]:
         return [copy.deepcopy(o) for o in self.orders.values() if o.deadline is not None]
+
+    def shipped_before(self, cutoff: datetime) -> list[Order]:
+        return [
+            copy.deepcopy(o)
+            for o in self.orders.values()
+            if o.status == "shipped" and (shipped := o.shipped_at()) is not None and shipped <= cutoff
+        ]
 
 
 class FakePayments:

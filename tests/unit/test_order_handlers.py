@@ -8,6 +8,8 @@ from services.order.handlers import OrderHandlers
 from services.order.intake import InvalidSubmission, decode_submission
 from services.order.store import RecentOrders
 from shared.contracts import saga
+from shared.contracts.intake import OrderLine
+from shared.contracts.requests import OrderRequest
 from shared.messaging import topology
 from shared.messaging.ports import Backlog, Batch
 from tests.unit.factories import body, submission
@@ -408,3 +410,79 @@ def test_stock_still_held_is_sold_or_given_back_as_each_order_says(
         ("ReleaseStock", "A-2"),
     ], "A-3 is still reserving: its saga decides"
     assert [m.order_id for m, _ in questions.rejected] == ["A-9"]
+
+
+def confirmed(handlers: OrderHandlers) -> None:
+    submit(handlers, submission("A-1"))
+    handlers.stock_reserved(batch(reserved()))
+    handlers.payment_captured(batch(saga.PaymentCaptured(order_id="A-1", amount=200, charge_id="c")))
+
+
+def test_a_change_that_hears_nothing_is_refused_undone_and_said_so_and_the_next_request_goes_on(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder, clock: Clock
+) -> None:
+    confirmed(handlers)
+    amend = OrderRequest(
+        message_id="amend-1", order_id="A-1", kind="amend", items=[OrderLine(sku="SKU-1", quantity=3)]
+    )
+    ship = OrderRequest(message_id="ship-1", order_id="A-1", kind="ship")
+    outbox.clear()
+    handlers.take_requests(batch(amend, ship))
+    assert outbox.kinds() == ["ReserveStock"] and len(orders.orders["A-1"].queued) == 1
+    handlers.stock_reserved(
+        batch(
+            saga.StockReserved(
+                order_id="A-1",
+                lines=[saga.PricedLine(sku="SKU-1", quantity=1, unit_price=100, line_total=100)],
+                total=100,
+                hold="A-1/change/1",
+            )
+        )
+    )
+    assert outbox.kinds()[-1] == "ChargePayment"
+    for _ in range(2):  # the charge may be in the payment worker's hands: one more step timeout
+        outbox.clear()
+        handlers.flush_timers()
+        clock.now += handlers.step_timeout
+        handlers.step_deadlines(batch(outbox.timers[-1]))  # the payment worker never answered
+    assert sorted(outbox.kinds()) == ["RefundPayment", "ReleaseStock"]
+    outbox.clear()
+    handlers.payment_refunded(batch(saga.PaymentRefunded(order_id="A-1", amount=0, key="A-1/change/1")))
+    handlers.stock_released(batch(saga.StockReleased(order_id="A-1", hold="A-1/change/1")))
+    assert sorted(outbox.kinds()) == ["order.amend_rejected", "order.shipped"]
+    assert next(e for e in outbox.published if e.type == "order.amend_rejected").reason == "timeout"
+    order = orders.orders["A-1"]
+    assert (order.status, order.total, order.queued) == ("shipped", 200, [])
+    outbox.clear()
+    handlers.take_requests(batch(amend))  # redelivered long after: it changes nothing
+    assert orders.orders["A-1"].version == order.version
+
+
+def test_a_redelivered_request_says_its_outcome_again_after_the_order_moved_on(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder
+) -> None:
+    confirmed(handlers)
+    complete = OrderRequest(message_id="complete-1", order_id="A-1", kind="complete")
+    ship = OrderRequest(message_id="ship-1", order_id="A-1", kind="ship")
+    handlers.take_requests(batch(complete, ship))
+    outbox.clear()
+    handlers.take_requests(batch(complete))  # the first handling died before saying it
+    assert outbox.kinds() == ["order.complete_rejected"]
+    assert orders.orders["A-1"].status == "shipped"
+
+
+def test_orders_shipped_long_enough_ago_are_asked_to_complete_once_each(
+    handlers: OrderHandlers, orders: FakeOrders, outbox: Recorder, clock: Clock
+) -> None:
+    confirmed(handlers)
+    handlers.take_requests(batch(OrderRequest(message_id="ship-1", order_id="A-1", kind="ship")))
+    outbox.clear()
+    assert handlers.complete_shipped() == 0
+    clock.now += handlers.complete_after
+    assert handlers.complete_shipped() == 1
+    handlers.complete_shipped()
+    asked = [m for m in outbox.sent if isinstance(m, OrderRequest)]
+    assert [(m.kind, m.order_id) for m in asked] == [("complete", "A-1")] * 2
+    assert len({m.message_id for m in asked}) == 1, "one request per order, however often it is sent"
+    handlers.take_requests(batch(*asked))
+    assert orders.orders["A-1"].status == "completed"

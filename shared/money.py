@@ -78,6 +78,12 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     return minor
 
 
+def to_signed_minor(amount: str, currency: str) -> int:
+    """Parse a signed decimal amount (a difference: "12.50" charged, "-12.50" refunded) into minor units."""
+    text = amount.strip()
+    return -to_minor(text[1:], currency) if text.startswith("-") else to_minor(text, currency)
+
+
 def to_decimal_string(minor: int, currency: str) -> str:
     """Format minor units of the currency as a decimal string: 1250 CNY -> "12.50", 1500 JPY -> "1500"."""
     places = exponent(currency)

@@ -8,15 +8,28 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.notification.domain import Notification, for_low_stock, for_order, for_refund
+from services.notification.domain import (
+    Notification,
+    for_change,
+    for_low_stock,
+    for_order,
+    for_refund,
+    for_refused_request,
+)
 from services.notification.store import NotificationRepository
 from shared import metrics
 from shared.contracts.base import utcnow
-from shared.contracts.events import LowStock, OrderRefunded, OrderStatusChanged
+from shared.contracts.events import (
+    LowStock,
+    OrderChanged,
+    OrderRefunded,
+    OrderRequestRejected,
+    OrderStatusChanged,
+)
 from shared.logs import message_context
 from shared.messaging.ports import Batch
 
-NotifiableEvent = OrderStatusChanged | OrderRefunded | LowStock
+NotifiableEvent = OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock
 
 log = logging.getLogger(__name__)
 
@@ -115,4 +128,8 @@ def _notification_of(event: NotifiableEvent, operators: str) -> Notification | N
         return for_low_stock(event, operators)
     if isinstance(event, OrderRefunded):
         return for_refund(event)
+    if isinstance(event, OrderChanged):
+        return for_change(event)
+    if isinstance(event, OrderRequestRejected):
+        return for_refused_request(event)
     return for_order(event)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from services.reporting.domain import ReportableEvent
 from services.reporting.handlers import ReportingHandlers
-from shared.contracts.events import OrderStatusChanged, decode_event
+from shared.contracts.events import OrderChanged, OrderRefunded, OrderStatusChanged, decode_event
 from shared.errors import InvalidMessage
 from shared.messaging import topology
 from shared.messaging.exchanges import InboundMessage, QueueConsumer
@@ -14,9 +15,9 @@ from shared.messaging.transport import Transport
 
 
 def events_consumer(transport: Transport, handlers: ReportingHandlers) -> Callable[[], QueueConsumer[Any]]:
-    def decode(inbound: InboundMessage) -> OrderStatusChanged:
+    def decode(inbound: InboundMessage) -> ReportableEvent:
         event = decode_event(inbound.body)
-        if not isinstance(event, OrderStatusChanged):
+        if not isinstance(event, OrderStatusChanged | OrderChanged | OrderRefunded):
             raise InvalidMessage(f"not an order event: {event.type}")
         return event
 

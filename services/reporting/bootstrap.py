@@ -21,6 +21,6 @@ def bootstrap(settings: Settings) -> WorkerApp:
         settings,
         transport,
         consumers=[events_consumer(transport, handlers)],
-        on_start=[facts.ensure_indexes],
+        on_start=[facts.ensure_indexes, facts.adopt_earlier_sales],
         closers=[client.close],
     )

@@ -38,8 +38,30 @@ PAYMENT_QUEUE = "orderflow.payment.commands"
 STOCK_QUEUE_PREFIX = "orderflow.inventory.stock"
 
 # Routing keys the workers' own event queues are bound to.
-NOTIFICATION_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.refunded", "stock.low")
-REPORTING_EVENT_KEYS = ("order.confirmed", "order.cancelled", "order.rejected")
+NOTIFICATION_EVENT_KEYS = (
+    "order.confirmed",
+    "order.cancelled",
+    "order.refunded",
+    "order.shipped",
+    "order.completed",
+    "order.amended",
+    "order.returned",
+    "order.exchanged",
+    "order.cancel_rejected",
+    "order.amend_rejected",
+    "stock.low",
+)
+REPORTING_EVENT_KEYS = (
+    "order.confirmed",
+    "order.cancelled",
+    "order.rejected",
+    "order.shipped",
+    "order.completed",
+    "order.amended",
+    "order.returned",
+    "order.exchanged",
+    "order.refunded",
+)
 
 # A message published to `delay_exchange(ms)` with a queue's name as routing key waits `ms` in a
 # queue of that delay, then RabbitMQ dead-letters it, routing key unchanged, into that queue.

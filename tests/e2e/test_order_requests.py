@@ -128,6 +128,16 @@ def test_a_shipped_order_cannot_be_cancelled_or_amended_and_completes(system: Sy
     assert (view["status"], view["carrier"], view["tracking"]) == ("completed", "SF", "SF1")
     assert [h["status"] for h in view["history"]][-2:] == ["shipped", "completed"]
     assert ledger(system, order_id) == (1250, 0)
+    email = order["customer"]["email"]
+    wait_for(
+        lambda: (
+            {f"Your order {order_id} is on its way", f"Your order {order_id} is complete"}
+            <= {message["Subject"] for message in system.emails_to(email)}
+        ),
+        what="the shipping and completion emails",
+    )
+    (shipping,) = [m for m in system.emails_to(email) if m["Subject"].endswith("is on its way")]
+    assert "with SF. Tracking number: SF1." in shipping.get_payload(decode=True).decode()
 
 
 def test_an_amendment_holds_what_it_adds_and_charges_the_difference_once(system: System) -> None:

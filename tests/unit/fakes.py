@@ -229,3 +229,84 @@ class FakeGateway:
         if self.fault is not None:
             return self.fault(operation)
         return "unavailable" if before else None
+
+
+class FakeSalesFacts:
+    """The reporting read model in memory, with the store's contract: a fact or a version of an
+    order's sale is inserted once under its id, and a second insert of it is a no-op. `before_claim`
+    runs before the next claim (another process moving first); with `die_after_claim`, the next
+    claim is inserted and then the call fails (its process died before writing the facts)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.lines: dict[str, dict[str, Any]] = {}
+        self.sales: dict[str, dict[str, Any]] = {}
+        self.changes: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.before_claim: Callable[[], None] | None = None
+        self.die_after_claim = False
+
+    @staticmethod
+    def _insert(collection: dict[str, dict[str, Any]], documents: list[dict[str, Any]]) -> set[str]:
+        taken = {document["_id"] for document in documents if document["_id"] in collection}
+        for document in documents:
+            collection.setdefault(document["_id"], copy.deepcopy(document))
+        return taken
+
+    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
+        self._insert(self.outcomes, outcomes)
+
+    def record_lines(self, lines: list[dict[str, Any]]) -> None:
+        self._insert(self.lines, lines)
+
+    def record_changes(self, changes: list[dict[str, Any]]) -> None:
+        self._insert(self.changes, changes)
+
+    def record_refunds(self, refunds: list[dict[str, Any]]) -> None:
+        self._insert(self.refunds, refunds)
+
+    def claim_sales(self, sales: list[dict[str, Any]]) -> set[str]:
+        if self.before_claim is not None:
+            before, self.before_claim = self.before_claim, None
+            before()
+        taken = self._insert(self.sales, sales)
+        if self.die_after_claim:
+            self.die_after_claim = False
+            raise ConnectionError("simulated crash after the claim")
+        return taken
+
+    def sales_of(self, order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        latest: dict[str, dict[str, Any]] = {}
+        for sale in self.sales.values():
+            if sale["order_id"] in order_ids and sale["version"] > latest.get(sale["order_id"], {}).get(
+                "version", -1
+            ):
+                latest[sale["order_id"]] = copy.deepcopy(sale)
+        return latest
+
+    def outcomes_by_status_and_reason(self) -> list[dict[str, Any]]:
+        counts: dict[tuple[str, str | None], int] = {}
+        for outcome in self.outcomes.values():
+            key = (outcome["status"], outcome["reason"])
+            counts[key] = counts.get(key, 0) + 1
+        return [{"_id": {"status": s, "reason": r}, "orders": n} for (s, r), n in counts.items()]
+
+    def sales_by(self, key: str) -> list[dict[str, Any]]:
+        sums: dict[str, list[int]] = {}
+        for line in self.lines.values():
+            row = sums.setdefault(line[key], [0, 0])
+            row[0] += line["units"]
+            row[1] += line["revenue"]
+        return [{"_id": group, "units": u, "revenue": r} for group, (u, r) in sorted(sums.items())]
+
+    def units_of(self, kind: str) -> int:
+        return sum(line["units"] for line in self.lines.values() if line.get("kind") == kind)
+
+    def orders_changed(self) -> list[dict[str, Any]]:
+        orders: dict[str, set[str]] = {}
+        for change in self.changes.values():
+            orders.setdefault(change["kind"], set()).add(change["order_id"])
+        return [{"_id": kind, "orders": len(ids)} for kind, ids in orders.items()]
+
+    def refund_totals(self) -> tuple[int, int]:
+        return len(self.refunds), sum(refund["amount"] for refund in self.refunds.values())

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.order.domain import Order
-from services.reporting.domain import build_report, line_facts, outcome_fact
+from services.reporting.domain import build_report, outcome_fact, sale_step
 from shared.contracts import saga
 from shared.contracts.intake import OrderSubmission
 from shared.money import InvalidAmount, UnknownCurrency, exponent, to_decimal_string, to_minor
@@ -119,8 +119,9 @@ def test_a_yen_order_announces_whole_yen_and_reports_them() -> None:
     event = order.outbox()[0]
     assert (event.total, event.items[0].unit_price, event.items[0].line_total) == ("3000", "1500", "3000")
 
-    lines = line_facts(event, "CNY")  # the event's own currency wins over the fallback
-    assert outcome_fact(event, "CNY")["total"] == 3000 and [fact["revenue"] for fact in lines] == [3000]
+    step = sale_step(event, "CNY")  # the event's own currency wins over the fallback
+    assert step is not None and [line["revenue"] for line in step["lines"]] == [3000]
+    assert outcome_fact(event, "CNY")["total"] == 3000
     by_sku = [{"_id": "SKU-1", "units": 2, "revenue": 3000}]
     report = build_report("JPY", [], by_sku, [{"_id": "2026-01-02", "units": 2, "revenue": 3000}]).as_json()
     assert (report["revenue"], report["by_sku"][0]["revenue"], report["by_day"][0]["revenue"]) == (

@@ -190,10 +190,70 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
 
+    _add_support(commands)
+
     report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
     sales = report.add_parser("sales", help="sales: orders, units and revenue")
     sales.add_argument("--json", action="store_true")
     return parser
+
+
+def _text(text: str) -> str:
+    if not 1 <= len(text) <= 4000:
+        raise argparse.ArgumentTypeError("1 to 4000 characters")
+    return text
+
+
+def _add_support(commands: argparse._SubParsersAction) -> None:
+    """`orderflow support ...`: cases about orders, decided by the order worker."""
+    support = commands.add_parser("support", help="support cases: questions, returns, exchanges")
+    actions = support.add_subparsers(dest="action", required=True)
+    wait = {"type": float, "default": 15.0, "help": "seconds to wait for the order worker"}
+    support_open = actions.add_parser("open", help="open a case about an order; prints its id")
+    support_open.add_argument("order_id")
+    support_open.add_argument("--kind", choices=("question", "return", "exchange"), required=True)
+    support_open.add_argument("--text", type=_text, required=True)
+    support_open.add_argument(
+        "--lines", help='units returned, JSON: [{"sku": "SKU-1", "quantity": 1}] (default: all the lines)'
+    )
+    support_open.add_argument("--replacement", help="the units sent instead (an exchange), JSON as --lines")
+    support_open.add_argument("--json", action="store_true")
+    support_open.add_argument("--wait", **wait)
+    support_list = actions.add_parser("list", help="cases, oldest first")
+    support_list.add_argument("--open", action="store_true", help="only cases not closed")
+    support_list.add_argument("--json", action="store_true")
+    support_show = actions.add_parser("show", help="a case and its conversation")
+    support_show.add_argument("case_id")
+    support_show.add_argument("--json", action="store_true")
+    support_reply = actions.add_parser("reply", help="answer the customer")
+    support_reply.add_argument("case_id")
+    support_reply.add_argument("--text", type=_text, required=True)
+    support_reply.add_argument("--wait", **wait)
+    support_close = actions.add_parser("close", help="close a case")
+    support_close.add_argument("case_id")
+    support_close.add_argument("--note", type=_text)
+    support_close.add_argument("--wait", **wait)
+    support_approve = actions.add_parser("approve", help="have the order carry out a return or an exchange")
+    support_approve.add_argument("case_id")
+    support_approve.add_argument("--wait", **wait)
+
+
+def _support(args: argparse.Namespace, settings: Settings) -> int:
+    from services.order import support_cli as support
+
+    if args.action == "open":
+        return support.open_case(
+            settings, args.order_id, args.kind, args.text, args.lines, args.replacement, args.json, args.wait
+        )
+    if args.action == "list":
+        return support.list_cases(settings, args.open, args.json)
+    if args.action == "show":
+        return support.show(settings, args.case_id, args.json)
+    if args.action == "reply":
+        return support.reply(settings, args.case_id, args.text, args.wait)
+    if args.action == "close":
+        return support.close(settings, args.case_id, args.note, args.wait)
+    return support.approve(settings, args.case_id, args.wait)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +391,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from services import operations
 
         return operations.topology_upgrade(settings)
+    if args.command == "support":
+        return _support(args, settings)
     if args.command == "bench":
         from services.bench.cli import run
 

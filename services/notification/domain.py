@@ -12,6 +12,7 @@ from shared.contracts.events import (
     OrderRefunded,
     OrderRequestRejected,
     OrderStatusChanged,
+    SupportEvent,
 )
 from shared.contracts.requests import CUSTOMER_REQUEST
 from shared.money import to_decimal_string, to_signed_minor
@@ -171,6 +172,35 @@ def for_low_stock(event: LowStock, operators: str) -> Notification:
             f"below its threshold of {event.threshold}. Restock with:\n\n"
             f"  orderflow stock add {event.sku} <units>\n"
         ),
+    )
+
+
+SUPPORT_SUBJECTS = {
+    "support.opened": "We have your {what} about order {order_id}",
+    "support.answered": "Re: your {what} about order {order_id}",
+    "support.closed": "Your {what} about order {order_id} is closed",
+}
+CASE_KINDS = {"question": "question", "return": "return request", "exchange": "exchange request"}
+
+
+def for_support(event: SupportEvent) -> Notification | None:
+    """The customer's notification that their support case was opened, answered or closed."""
+    if event.customer is None:
+        return None
+    what = CASE_KINDS[event.kind]
+    if event.type == "support.opened":
+        said = f"We have received your {what} and will answer soon. You wrote:\n\n{event.text}"
+    elif event.type == "support.answered":
+        said = event.text or ""
+    else:
+        said = f"We have closed your {what}." + (f"\n\n{event.text}" if event.text else "")
+    return Notification(
+        notification_id=event.event_id,
+        kind=event.type,
+        recipient=event.customer.email,
+        subject=SUPPORT_SUBJECTS[event.type].format(what=what, order_id=event.order_id),
+        body=f"Hello {event.customer.name},\n\n{said}\n\nCase: {event.case_id}\nOrder: {event.order_id}\n",
+        order_id=event.order_id,
     )
 
 

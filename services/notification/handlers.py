@@ -15,6 +15,7 @@ from services.notification.domain import (
     for_order,
     for_refund,
     for_refused_request,
+    for_support,
 )
 from services.notification.store import NotificationRepository
 from shared import metrics
@@ -25,11 +26,14 @@ from shared.contracts.events import (
     OrderRefunded,
     OrderRequestRejected,
     OrderStatusChanged,
+    SupportEvent,
 )
 from shared.logs import message_context
 from shared.messaging.ports import Batch
 
-NotifiableEvent = OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock
+NotifiableEvent = (
+    OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock | SupportEvent
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,4 +136,6 @@ def _notification_of(event: NotifiableEvent, operators: str) -> Notification | N
         return for_change(event)
     if isinstance(event, OrderRequestRejected):
         return for_refused_request(event)
+    if isinstance(event, SupportEvent):
+        return for_support(event)
     return for_order(event)

@@ -8,7 +8,8 @@ from typing import Any
 from services.order.customer_handlers import CustomerHandlers
 from services.order.handlers import OrderHandlers
 from services.order.intake import Submission, decode_request, decode_submission
-from shared.contracts import customers, requests, saga
+from services.order.support_handlers import SupportHandlers
+from shared.contracts import customers, requests, saga, support
 from shared.messaging import topology
 from shared.messaging.exchanges import InboundMessage, QueueConsumer
 from shared.messaging.saga_bus import SagaBus
@@ -33,6 +34,14 @@ def register_actors(bus: SagaBus, handlers: OrderHandlers) -> None:
 def register_customer_actors(bus: SagaBus, customer_desk: CustomerHandlers) -> None:
     bus.handle(customers.UpdateCustomer, customer_desk.update_customers)
     bus.handle(customers.ForgetCustomer, customer_desk.forget_customers)
+
+
+def register_support_actors(bus: SagaBus, support_desk: SupportHandlers) -> None:
+    bus.handle(support.OpenCase, support_desk.open_cases)
+    bus.handle(support.ReplyCase, support_desk.reply_cases)
+    bus.handle(support.CloseCase, support_desk.close_cases)
+    bus.handle(support.ApproveCase, support_desk.approve_cases)
+    bus.handle(requests.CaseSettled, support_desk.cases_settled)
 
 
 def intake_consumer(transport: Transport, handlers: OrderHandlers) -> Callable[[], QueueConsumer[Any]]:

@@ -9,12 +9,15 @@ from services.order.actors import (
     intake_consumer,
     register_actors,
     register_customer_actors,
+    register_support_actors,
     requests_consumer,
 )
 from services.order.customer_handlers import CustomerHandlers
 from services.order.customers import CustomerBook
 from services.order.handlers import OrderHandlers
 from services.order.store import OrderRepository, RecentOrders
+from services.order.support_handlers import SupportHandlers
+from services.order.support_store import CaseRepository
 from shared import store
 from shared.messaging import topology
 from shared.messaging.probe import RabbitQueueProbe
@@ -47,6 +50,14 @@ def bootstrap(settings: Settings) -> WorkerApp:
     )
     register_actors(transport.bus, handlers)
     register_customer_actors(transport.bus, CustomerHandlers(customers, orders, transport.outbox))
+    # The support desk decides cases on the orders as stored, not on this process's recent copies.
+    support_desk = SupportHandlers(
+        CaseRepository(store.database(client, settings, "order")),
+        orders.repository,
+        transport.outbox,
+        transport.outbox,
+    )
+    register_support_actors(transport.bus, support_desk)
     return WorkerApp(
         "order",
         settings,

@@ -142,7 +142,20 @@ class LowStock(Event):
     threshold: int
 
 
-AnyEvent = OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock
+class SupportEvent(Event):
+    """`support.opened`, `support.answered` or `support.closed`: a support case changed. `text`
+    is what was said (the question, the answer, the closing note)."""
+
+    type: Literal["support.opened", "support.answered", "support.closed"]
+    case_id: str
+    order_id: str
+    kind: Literal["question", "return", "exchange"]
+    status: str
+    text: str | None = None
+    customer: EventCustomer | None = None
+
+
+AnyEvent = OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock | SupportEvent
 PublicEvent = Annotated[AnyEvent, Field(discriminator="type")]
 _PUBLIC_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(PublicEvent)
 

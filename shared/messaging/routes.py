@@ -15,7 +15,7 @@ from typing import Any
 
 import dramatiq
 
-from shared.contracts import customers, requests, saga
+from shared.contracts import customers, requests, saga, support
 from shared.contracts.base import Message, derive_id
 from shared.messaging import topology
 
@@ -45,6 +45,10 @@ ROUTES: dict[type[Message], str] = {
     customers.ForgetCustomer: topology.ORDER_SAGA_QUEUE,
     requests.OrderRequest: topology.ORDER_SAGA_QUEUE,
     requests.CaseSettled: topology.ORDER_SAGA_QUEUE,
+    support.OpenCase: topology.ORDER_SAGA_QUEUE,
+    support.ReplyCase: topology.ORDER_SAGA_QUEUE,
+    support.CloseCase: topology.ORDER_SAGA_QUEUE,
+    support.ApproveCase: topology.ORDER_SAGA_QUEUE,
 }
 
 

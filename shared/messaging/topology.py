@@ -50,6 +50,9 @@ NOTIFICATION_EVENT_KEYS = (
     "order.cancel_rejected",
     "order.amend_rejected",
     "stock.low",
+    "support.opened",
+    "support.answered",
+    "support.closed",
 )
 REPORTING_EVENT_KEYS = (
     "order.confirmed",

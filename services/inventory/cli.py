@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 
+from services import commands
 from services.inventory.domain import Product
 from services.inventory.store import ProductRepository
 from shared import store
 from shared.contracts import saga
-from shared.contracts.base import Message
 from shared.errors import UsageError
 from shared.messaging import topology
-from shared.messaging.transport import Transport
 from shared.money import InvalidAmount, to_decimal_string, to_minor
 from shared.settings import Settings
-
-NOT_APPLIED = 3
 
 
 def set_stock(
@@ -95,22 +91,14 @@ def _partition(settings: Settings, sku: str) -> int:
     return topology.partition_of(sku, settings.inventory_partitions)
 
 
-def _send_and_wait(settings: Settings, command: Message, sku: str, wait: float) -> int:
-    transport = Transport(settings)
-    try:
-        transport.declare()
-        transport.send(command)
-    finally:
-        transport.close()
+def _send_and_wait(settings: Settings, command: saga.SetStock | saga.Restock, sku: str, wait: float) -> int:
+    commands.send(settings, command)
     products = _products(settings)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+
+    def applied() -> Product | None:
         product = products.get(sku)
-        if product is not None and command.message_id in product.recent_operations:
-            price = to_decimal_string(product.price, settings.currency)
-            print(f"{sku}: {product.available} available at {price}")
-            return 0
-        time.sleep(0.1)
-    print(f"queued, but not applied within {wait:.0f} s: is the inventory worker running?")
-    print("The change stays queued and is applied when an inventory worker runs.")
-    return NOT_APPLIED
+        return product if product is not None and command.message_id in product.recent_operations else None
+
+    product = commands.applied(applied, wait, "inventory")
+    print(f"{sku}: {product.available} available at {to_decimal_string(product.price, settings.currency)}")
+    return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from services import commands
 from services.order.changes import RequestRecord
 from services.order.domain import Order, OrderStatus, SagaStep
 from services.order.intake import InvalidRequest, decode_request
@@ -26,8 +26,6 @@ from shared.settings import Settings
 
 # How many orders `submit` publishes per confirmed burst.
 SUBMIT_BATCH = 500
-# A request published but not carried out within --wait (no order worker running, say).
-NOT_APPLIED = 3
 
 
 def split_submissions(text: str) -> list[bytes]:
@@ -75,30 +73,18 @@ def request(
         decode_request(body, f"order.{kind}", "application/json", None, settings.max_message_bytes)
     except InvalidRequest as e:
         raise UsageError(str(e)) from e
-    transport = Transport(settings)
-    try:
-        transport.declare()
-        transport.publisher.publish([Outgoing(topology.INTAKE_EXCHANGE, f"order.{kind}", body)])
-    finally:
-        transport.close()
-    deadline = time.monotonic() + wait
-    while True:
+    commands.publish(settings, Outgoing(topology.INTAKE_EXCHANGE, f"order.{kind}", body))
+
+    def settled() -> tuple[Order, RequestRecord] | None:
         order = orders.get(order_id)
         assert order is not None
         record = order.record_of(request_id)
         # A pending order's cancel is done when the order is cancelled, not when it is asked.
-        if record is not None and not (kind == "cancel" and order.status is OrderStatus.PENDING):
-            break
-        if time.monotonic() >= deadline:
-            where = (
-                "waiting its turn" if any(r.message_id == request_id for r in order.queued) else "under way"
-            )
-            print(f"request {request_id} is {where}, not done within {wait:.0f} s")
-            print(
-                f"It stays queued and is carried out when an order worker runs: orderflow status {order_id}"
-            )
-            return NOT_APPLIED
-        time.sleep(0.1)
+        if record is None or (kind == "cancel" and order.status is OrderStatus.PENDING):
+            return None
+        return order, record
+
+    order, record = commands.applied(settled, wait, "order")
     view = {**request_view(order, record), "status": order.status.value}
     if as_json:
         print(json.dumps(view, indent=2))

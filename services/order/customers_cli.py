@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
+from services import commands
 from services.order.customers import CustomerBook, CustomerRecord
 from services.order.domain import Order
 from services.order.store import OrderRepository
 from shared import store
 from shared.contracts.customers import DETAILS, ForgetCustomer, UpdateCustomer
 from shared.errors import UsageError
-from shared.messaging.transport import Transport
 from shared.money import to_decimal_string
 from shared.settings import Settings
-
-NOT_APPLIED = 3
 
 
 def set_customer(settings: Settings, customer_id: str, details: dict[str, str | None], wait: float) -> int:
@@ -138,20 +135,12 @@ def _send_and_wait(
     wait: float,
     done: Callable[[CustomerRecord], None],
 ) -> int:
-    transport = Transport(settings)
-    try:
-        transport.declare()
-        transport.send(command)
-    finally:
-        transport.close()
+    commands.send(settings, command)
     customers = _customers(settings)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+
+    def applied() -> CustomerRecord | None:
         record = customers.get(command.customer_id)
-        if record is not None and command.message_id in record.recent_operations:
-            done(record)
-            return 0
-        time.sleep(0.1)
-    print(f"queued, but not applied within {wait:.0f} s: is the order worker running?")
-    print("The change stays queued and is applied when an order worker runs.")
-    return NOT_APPLIED
+        return record if record is not None and command.message_id in record.recent_operations else None
+
+    done(commands.applied(applied, wait, "order"))
+    return 0

@@ -4,28 +4,21 @@ order worker, which owns them and decides it, and the command waits until the ch
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from services import commands
 from services.order.support_domain import UNSETTLED, Case, CaseKind, units_text
 from services.order.support_store import CaseRepository
 from shared import store
 from shared.contracts.intake import OrderLine
 from shared.contracts.support import ApproveCase, CloseCase, OpenCase, ReplyCase
 from shared.errors import CommandError, UsageError
-from shared.messaging.transport import Transport
 from shared.settings import Settings
 
 _LINES: TypeAdapter[list[OrderLine]] = TypeAdapter(list[OrderLine])
-
-
-class NotApplied(CommandError):
-    """The command is queued but no order worker applied it in time (exit 3, as for stock)."""
-
-    exit_code = 3
 
 
 def new_case_id() -> str:
@@ -171,26 +164,18 @@ def _send_and_wait(
 ) -> Case:
     """Send a command to the order worker and wait until its case shows it applied: the case as it
     then is, or CommandError with the reason if it was refused."""
-    transport = Transport(settings)
-    try:
-        transport.declare()
-        transport.send(command)
-    finally:
-        transport.close()
+    commands.send(settings, command)
     cases = _cases(settings)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+
+    def applied() -> Case | None:
         case = cases.get(command.case_id)
-        if case is not None and case.applied(command.message_id):
-            refusal = case.refusal_of(command.message_id)
-            if refusal is not None:
-                raise CommandError(f"{case.case_id}: refused ({refusal.reason}): {refusal.text}")
-            return case
-        time.sleep(0.1)
-    raise NotApplied(
-        f"queued, but not applied within {wait:.0f} s: is the order worker running? "
-        "It stays queued and is applied when an order worker runs"
-    )
+        return case if case is not None and case.applied(command.message_id) else None
+
+    case = commands.applied(applied, wait, "order")
+    refusal = case.refusal_of(command.message_id)
+    if refusal is not None:
+        raise CommandError(f"{case.case_id}: refused ({refusal.reason}): {refusal.text}")
+    return case
 
 
 def _known_case(settings: Settings, case_id: str) -> Case:

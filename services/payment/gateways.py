@@ -120,27 +120,21 @@ class SimulatedGateway:
             raise GatewayUnavailable(f"{self.method} gateway did not answer")
         if token == DECLINED_TOKEN:
             return ChargeResult(approved=False, decline_reason="card declined by issuer")
-        request: dict[str, Any] = {
-            "_id": idempotency_key,
-            "kind": "charge",
-            "charge_id": f"ch_{new_id().replace('-', '')[:24]}",
-            "method": self.method,
-            "amount": amount,
-            "currency": currency,
-            "instrument": f"{self.method} ****{token[-4:]}",
-            "refund_errors": REFUND_ERRORS if token == REFUND_ERROR_TOKEN else 0,
-            "further_charges": token != NO_FURTHER_CHARGES_TOKEN,
-            "at": utcnow(),
-        }
+        request = self._charge_request(
+            idempotency_key,
+            amount,
+            currency,
+            instrument=f"{self.method} ****{token[-4:]}",
+            refund_errors=REFUND_ERRORS if token == REFUND_ERROR_TOKEN else 0,
+            further_charges=token != NO_FURTHER_CHARGES_TOKEN,
+        )
         first = self._claim(request)
         if first["kind"] != "charge":
             return ChargeResult(approved=False, decline_reason=VOIDED)
-        capture = self._captured(first)
         if token == LOST_REPLY_TOKEN and first is request:
+            self._captured(first)
             raise GatewayUnavailable(f"{self.method} gateway timed out (the charge went through)")
-        return ChargeResult(
-            approved=True, charge_id=capture.charge_id, instrument=capture.instrument, amount=capture.amount
-        )
+        return self._approved(first)
 
     def charge_on_file(
         self, *, idempotency_key: str, charge_id: str, amount: int, currency: str
@@ -150,26 +144,13 @@ class SimulatedGateway:
             return ChargeResult(approved=False, decline_reason=f"no capture {charge_id} on file")
         if not earlier.get("further_charges", True):
             return ChargeResult(approved=False, decline_reason="card declined by issuer")
-        first = self._claim(
-            {
-                "_id": idempotency_key,
-                "kind": "charge",
-                "charge_id": f"ch_{new_id().replace('-', '')[:24]}",
-                "method": self.method,
-                "amount": amount,
-                "currency": currency,
-                "instrument": earlier.get("instrument"),
-                "refund_errors": 0,
-                "on_file": charge_id,
-                "at": utcnow(),
-            }
+        request = self._charge_request(
+            idempotency_key, amount, currency, instrument=earlier.get("instrument"), on_file=charge_id
         )
+        first = self._claim(request)
         if first["kind"] != "charge":
             return ChargeResult(approved=False, decline_reason=VOIDED)
-        capture = self._captured(first)
-        return ChargeResult(
-            approved=True, charge_id=capture.charge_id, instrument=capture.instrument, amount=capture.amount
-        )
+        return self._approved(first)
 
     def lookup(self, *, idempotency_key: str) -> Capture | None:
         request = self._keys.find_one({"_id": idempotency_key})
@@ -208,6 +189,28 @@ class SimulatedGateway:
         except DuplicateKeyError:
             entry = self._refunds.find_one({"_id": idempotency_key}) or entry
         return RefundResult(refund_id=str(entry["refund_id"]), amount=int(entry["amount"]))
+
+    def _charge_request(
+        self, idempotency_key: str, amount: int, currency: str, **details: Any
+    ) -> dict[str, Any]:
+        """A charge as the provider keeps it under its key (with a new charge id)."""
+        return {
+            "_id": idempotency_key,
+            "kind": "charge",
+            "charge_id": f"ch_{new_id().replace('-', '')[:24]}",
+            "method": self.method,
+            "amount": amount,
+            "currency": currency,
+            "refund_errors": 0,
+            **details,
+            "at": utcnow(),
+        }
+
+    def _approved(self, request: dict[str, Any]) -> ChargeResult:
+        capture = self._captured(request)
+        return ChargeResult(
+            approved=True, charge_id=capture.charge_id, instrument=capture.instrument, amount=capture.amount
+        )
 
     def _claim(self, request: dict[str, Any]) -> dict[str, Any]:
         """Insert the first request under its key; returns whichever request came first."""

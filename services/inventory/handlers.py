@@ -107,7 +107,9 @@ class InventoryHandlers:
         return reservation
 
     def release_stock(self, batch: Batch[saga.ReleaseStock]) -> None:
-        """Compensation: give back the units each order holds. Releasing twice, or nothing, is fine."""
+        """Compensation: give back the units each order holds. Releasing twice, or nothing, is fine.
+        Units already sold for it (a store restored from a backup taken while the order was being
+        confirmed: the order, restored pending, gives up) come back to available stock too."""
         commands = self._owned(batch, lambda command: command.skus)
         with self._partition(commands) as (partition, changed):
             decided = self.reservations.get_many(partition, (_hold(command) for command in commands))
@@ -120,6 +122,8 @@ class InventoryHandlers:
                     if sku in products and products[sku].release(hold):
                         changed[sku] = products[sku]
                 earlier = decided.get(hold)
+                if earlier is not None and earlier.status is ReservationStatus.COMMITTED:
+                    self._take_back_sold(earlier, products, changed, partition)
                 released.append(
                     Reservation(
                         hold,
@@ -138,6 +142,20 @@ class InventoryHandlers:
                 )
             self.products.save(changed.values())
             self.reservations.replace(partition, released)
+
+    def _take_back_sold(
+        self,
+        reservation: Reservation,
+        products: dict[str, Product],
+        changed: dict[str, Product],
+        partition: int,
+    ) -> None:
+        log.warning("%s is released after its units were sold: taking them back", reservation.order_id)
+        for line in reservation.lines:
+            product = products.get(line.sku)
+            operation = derive_id(reservation.order_id, "released-after-commit", str(partition))
+            if product is not None and product.take_back(line.quantity, operation):
+                changed[line.sku] = product
 
     def commit_stock(self, batch: Batch[saga.CommitStock]) -> None:
         """The orders are confirmed: the units they hold are sold (committing twice changes

@@ -11,13 +11,14 @@ import argparse
 import io
 import json
 import logging
+import os
 import re
 import sys
 
 from shared import logs
 from shared.contracts.base import SKU_PATTERN
 from shared.errors import CommandError, ServiceUnavailable, SettingError, UsageError
-from shared.settings import SERVICES, Settings, load_settings, masked
+from shared.settings import CONFIG_VARIABLE, SERVICES, Settings, load_settings, masked
 
 log = logging.getLogger("orderflow")
 
@@ -192,10 +193,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_support(commands)
 
+    config = commands.add_parser(
+        "config", help="settings: where each comes from; a file checked"
+    ).add_subparsers(dest="action", required=True)
+    config_show = config.add_parser("show", help="every effective setting, its value and where it came from")
+    config_show.add_argument("--json", action="store_true")
+    config_check = config.add_parser("check", help="check a configuration file and the environment")
+    config_check.add_argument("file", nargs="?", help="the file (default: --config, or ORDERFLOW_CONFIG)")
+
     report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
     sales = report.add_parser("sales", help="sales: orders, units and revenue")
     sales.add_argument("--json", action="store_true")
+    _add_config_option(parser)
     return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser, *, top: bool = True) -> None:
+    """`--config FILE` before the command or after any part of it (`orderflow --config F status X`,
+    `orderflow status X --config F`)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        # A subcommand's default would overwrite a --config given before it.
+        default=None if top else argparse.SUPPRESS,
+        help=f"a TOML file of settings, below the environment's (default: ${CONFIG_VARIABLE})",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _add_config_option(subparser, top=False)
 
 
 def _text(text: str) -> str:
@@ -264,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         # Whatever a dead letter or an order holds, printing it never fails on the terminal's encoding.
         sys.stdout.reconfigure(errors="backslashreplace")
     settings: Settings | None = None
+    # The file goes into the environment: for this command, and for every process it starts (the
+    # pools of `worker` and `run`) to read the same settings.
+    config = args.file if args.command == "config" and args.action == "check" and args.file else args.config
+    previous = os.environ.get(CONFIG_VARIABLE)
+    if config:
+        os.environ[CONFIG_VARIABLE] = os.path.abspath(config)
     try:
         settings = load_settings()
         if serving:
@@ -280,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"orderflow: {error}", file=sys.stderr)
         return error.exit_code
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_VARIABLE, None)
+        else:
+            os.environ[CONFIG_VARIABLE] = previous
 
 
 def command_error(error: Exception, settings: Settings | None) -> CommandError | None:
@@ -393,6 +430,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return operations.topology_upgrade(settings)
     if args.command == "support":
         return _support(args, settings)
+    if args.command == "config":
+        from services import config_cli
+
+        if args.action == "show":
+            return config_cli.show(settings, args.json)
+        return config_cli.check()
     if args.command == "bench":
         from services.bench.cli import run
 

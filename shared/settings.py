@@ -1,12 +1,23 @@
-"""One typed settings object, read from ORDERFLOW_* environment variables."""
+"""One typed settings object, read from ORDERFLOW_* environment variables and, below them, from the
+TOML file ORDERFLOW_CONFIG names (`orderflow --config FILE` sets it for a command and what it starts)."""
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
-from typing import Any
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, FilePath, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from shared import money
 from shared.errors import SettingError
@@ -81,6 +92,20 @@ class Settings(BaseSettings):
     operator_email: str = "operators@orderflow.invalid"
     notification_lease_seconds: float = Field(default=30.0, gt=0)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment wins over the configuration file, the file over the defaults."""
+        path = config_file()
+        in_file = () if path is None else (ConfigFile(settings_cls, path),)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, *in_file
+
     @field_validator("currency")
     @classmethod
     def _known_currency(cls, code: str) -> str:
@@ -132,12 +157,76 @@ DATABASES = {
 METRICS_PORTS = {"order": 9101, "inventory": 9102, "payment": 9103, "notification": 9104, "reporting": 9105}
 
 
+CONFIG_VARIABLE = "ORDERFLOW_CONFIG"
+
+Origin = Literal["default", "file", "environment"]
+
+
+class ConfigFile(TomlConfigSettingsSource):
+    """The settings a TOML file gives, keyed as the fields are named (`step_timeout = 30`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        if not path.is_file():  # the TOML source would quietly read nothing
+            raise SettingError(
+                f"configuration file {path}: {'not a file' if path.exists() else 'no such file'}"
+            )
+        super().__init__(settings_cls, toml_file=path)
+        # As written, not matched case-insensitively as the environment is: a key that is not a
+        # field's exact name reaches validation as an extra, which refuses it (unknown setting).
+        self.init_kwargs = dict(self.toml_data)
+
+    def _read_file(self, path: Any) -> dict[str, Any]:
+        try:
+            return super()._read_file(path)
+        except tomllib.TOMLDecodeError as e:
+            raise SettingError(f"configuration file {path}: not TOML: {e}") from e
+        except UnicodeDecodeError as e:
+            raise SettingError(f"configuration file {path}: not TOML: not UTF-8 at byte {e.start}") from e
+        except OSError as e:
+            raise SettingError(f"configuration file {path}: {e.strerror or e}") from e
+
+
+def config_file() -> Path | None:
+    """The configuration file ORDERFLOW_CONFIG names, if it names one."""
+    path = os.environ.get(CONFIG_VARIABLE)
+    return Path(path) if path else None
+
+
+def origins() -> dict[str, Origin]:
+    """Where each setting comes from: the environment, the configuration file, or its default."""
+    from_environment = EnvSettingsSource(Settings)()
+    path = config_file()
+    from_file = ConfigFile(Settings, path).toml_data if path is not None else {}
+    return {
+        name: "environment" if name in from_environment else "file" if name in from_file else "default"
+        for name in Settings.model_fields
+    }
+
+
 def load_settings() -> Settings:
-    """The settings from the environment; a SettingError names every bad variable, never a password."""
+    """The settings from the environment and the configuration file; a SettingError names every bad
+    variable or key (and its file), never a password."""
     try:
         return Settings()
     except ValidationError as e:
-        raise SettingError("; ".join(_problem(error) for error in e.errors())) from e
+        where = origins()
+        raise SettingError("; ".join(_problem(error, where) for error in e.errors())) from e
+
+
+def check_config_file() -> None:
+    """Every value of the configuration file valid in itself, even one the environment overrides: a
+    SettingError names each bad key and the file."""
+    path = config_file()
+    if path is None:
+        return
+    data = ConfigFile(Settings, path).toml_data
+    try:
+        Settings(**data)
+    except ValidationError as e:
+        in_file: dict[str, Origin] = {name: "file" for name in data}
+        problems = [_problem(error, in_file) for error in e.errors() if error["loc"][0] in data]
+        if problems:
+            raise SettingError("; ".join(problems)) from e
 
 
 def masked(text: str) -> str:
@@ -153,11 +242,18 @@ def _url(url: str, schemes: tuple[str, ...], example: str) -> str:
     return url
 
 
-def _problem(error: Any) -> str:
+def _problem(error: Any, where: dict[str, Origin]) -> str:
     field = ".".join(str(part) for part in error["loc"])
-    variable = f"ORDERFLOW_{field.upper()}"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
+    shown = repr(masked(value)) if isinstance(value, str) else masked(repr(value))
+    if error["type"] == "extra_forbidden":  # only a file has keys that name no setting
+        close = difflib.get_close_matches(field.lower(), Settings.model_fields, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{config_file()}: unknown setting {field!r}{hint}"
+    if where.get(field) == "file":
+        return f"{config_file()}: {field} = {shown}: {message}"
+    variable = f"ORDERFLOW_{field.upper()}"
     if isinstance(value, str):
-        return f"{variable}={masked(value)!r}: {message}"
+        return f"{variable}={shown}: {message}"
     return f"{variable}: {message}"

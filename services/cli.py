@@ -201,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_check = config.add_parser("check", help="check a configuration file and the environment")
     config_check.add_argument("file", nargs="?", help="the file (default: --config, or ORDERFLOW_CONFIG)")
 
+    backup = commands.add_parser(
+        "backup", help="write every worker's database to DIR; `backup verify DIR` checks one"
+    )
+    backup.add_argument("words", nargs="+", metavar="[verify] DIR")
+    restore = commands.add_parser("restore", help="load a backup into the empty databases of this prefix")
+    restore.add_argument("directory", metavar="DIR")
+
     report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
     sales = report.add_parser("sales", help="sales: orders, units and revenue")
     sales.add_argument("--json", action="store_true")
@@ -262,6 +269,20 @@ def _add_support(commands: argparse._SubParsersAction) -> None:
     support_approve = actions.add_parser("approve", help="have the order carry out a return or an exchange")
     support_approve.add_argument("case_id")
     support_approve.add_argument("--wait", **wait)
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from services import backup
+
+    if args.command == "restore":
+        return backup.restore(settings, Path(args.directory))
+    if len(args.words) == 1:
+        return backup.backup(settings, Path(args.words[0]))
+    if len(args.words) == 2 and args.words[0] == "verify":
+        return backup.verify(Path(args.words[1]))
+    raise UsageError("usage: orderflow backup DIR, or orderflow backup verify DIR")
 
 
 def _support(args: argparse.Namespace, settings: Settings) -> int:
@@ -436,6 +457,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "show":
             return config_cli.show(settings, args.json)
         return config_cli.check()
+    if args.command in ("backup", "restore"):
+        return _backup(args, settings)
     if args.command == "bench":
         from services.bench.cli import run
 

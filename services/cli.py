@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import sys
+from datetime import datetime
+from pathlib import Path
 
 from shared import logs
 from shared.contracts.base import SKU_PATTERN
@@ -35,6 +37,14 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _day(text: str) -> str:
+    """A UTC day, YYYY-MM-DD, as the finance report names days."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError("a date, YYYY-MM-DD") from None
 
 
 def _sku(text: str) -> str:
@@ -211,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="reports").add_subparsers(dest="report", required=True)
     sales = report.add_parser("sales", help="sales: orders, units and revenue")
     sales.add_argument("--json", action="store_true")
+    sales.add_argument("--html", type=Path, metavar="FILE", help="also write the report as an HTML page")
+    finance = report.add_parser("finance", help="money captured and refunded per day and payment method")
+    finance.add_argument(
+        "--from", dest="first_day", type=_day, metavar="DATE", help="YYYY-MM-DD (UTC), included"
+    )
+    finance.add_argument(
+        "--to", dest="last_day", type=_day, metavar="DATE", help="YYYY-MM-DD (UTC), included"
+    )
+    finance_output = finance.add_mutually_exclusive_group()
+    finance_output.add_argument("--json", dest="output", action="store_const", const="json", default="text")
+    finance_output.add_argument("--csv", dest="output", action="store_const", const="csv")
+    finance.add_argument("--html", type=Path, metavar="FILE", help="also write the report as an HTML page")
     _add_config_option(parser)
     return parser
 
@@ -465,7 +487,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run(settings, args)
     from services.reporting import cli as reporting
 
-    return reporting.sales(settings, args.json)
+    if args.report == "finance":
+        if args.first_day and args.last_day and args.first_day > args.last_day:
+            raise UsageError(f"--from {args.first_day} is after --to {args.last_day}")
+        return reporting.finance(settings, args.first_day, args.last_day, args.output, args.html)
+    return reporting.sales(settings, args.json, args.html)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from pymongo.collection import Collection
@@ -50,6 +51,8 @@ class ChargeResult:
     decline_reason: str | None = None
     instrument: str | None = None  # what the provider says about the card or wallet, masked
     amount: int = 0  # what the provider captured
+    at: datetime | None = None  # when the provider captured it, if it says
+    voided: bool = False  # declined because the key was voided (by a void whose reply may have been lost)
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,14 @@ class Capture:
     amount: int
     currency: str
     instrument: str | None = None
+    at: datetime | None = None  # when the provider captured it, if it says
 
 
 @dataclass(frozen=True)
 class RefundResult:
     refund_id: str
     amount: int
+    at: datetime | None = None  # when the provider refunded it, if it says
 
 
 class PaymentGateway(Protocol):
@@ -130,7 +135,7 @@ class SimulatedGateway:
         )
         first = self._claim(request)
         if first["kind"] != "charge":
-            return ChargeResult(approved=False, decline_reason=VOIDED)
+            return ChargeResult(approved=False, decline_reason=VOIDED, voided=True)
         if token == LOST_REPLY_TOKEN and first is request:
             self._captured(first)
             raise GatewayUnavailable(f"{self.method} gateway timed out (the charge went through)")
@@ -149,7 +154,7 @@ class SimulatedGateway:
         )
         first = self._claim(request)
         if first["kind"] != "charge":
-            return ChargeResult(approved=False, decline_reason=VOIDED)
+            return ChargeResult(approved=False, decline_reason=VOIDED, voided=True)
         return self._approved(first)
 
     def lookup(self, *, idempotency_key: str) -> Capture | None:
@@ -169,7 +174,7 @@ class SimulatedGateway:
             raise GatewayUnavailable(f"{self.method} gateway failed to refund {charge_id}")
         done = self._refunds.find_one({"_id": idempotency_key})
         if done is not None:
-            return RefundResult(refund_id=str(done["refund_id"]), amount=int(done["amount"]))
+            return _refund_result(done)
         refunded = sum(int(entry["amount"]) for entry in self._refunds.find({"charge_id": charge_id}))
         if refunded + amount > charge["amount"]:
             raise RefundRefused(
@@ -188,7 +193,7 @@ class SimulatedGateway:
             self._refunds.insert_one(entry)
         except DuplicateKeyError:
             entry = self._refunds.find_one({"_id": idempotency_key}) or entry
-        return RefundResult(refund_id=str(entry["refund_id"]), amount=int(entry["amount"]))
+        return _refund_result(entry)
 
     def _charge_request(
         self, idempotency_key: str, amount: int, currency: str, **details: Any
@@ -209,7 +214,11 @@ class SimulatedGateway:
     def _approved(self, request: dict[str, Any]) -> ChargeResult:
         capture = self._captured(request)
         return ChargeResult(
-            approved=True, charge_id=capture.charge_id, instrument=capture.instrument, amount=capture.amount
+            approved=True,
+            charge_id=capture.charge_id,
+            instrument=capture.instrument,
+            amount=capture.amount,
+            at=capture.at,
         )
 
     def _claim(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -232,4 +241,9 @@ class SimulatedGateway:
             amount=request["amount"],
             currency=request["currency"],
             instrument=request.get("instrument"),
+            at=request.get("at"),
         )
+
+
+def _refund_result(entry: dict[str, Any]) -> RefundResult:
+    return RefundResult(refund_id=str(entry["refund_id"]), amount=int(entry["amount"]), at=entry.get("at"))

@@ -9,7 +9,8 @@ from datetime import datetime
 
 from services.payment.domain import Payment, PaymentStatus
 from services.payment.gateways import GatewayUnavailable, PaymentGateway
-from services.payment.store import PaymentRepository
+from services.payment.ledger import LedgerEntry, capture_entry, refund_entry, void_entry
+from services.payment.store import PaymentLedger, PaymentRepository
 from shared import metrics
 from shared.contracts import saga
 from shared.contracts.base import Message, derive_id, utcnow
@@ -26,6 +27,7 @@ class PaymentHandlers:
         gateways: Mapping[str, PaymentGateway],
         replies: CommandSender,
         *,
+        ledger: PaymentLedger,
         attempts: int,
         backoff_seconds: float,
         clock: Callable[[], datetime] = utcnow,
@@ -34,6 +36,7 @@ class PaymentHandlers:
         self.payments = payments
         self.gateways = gateways
         self.replies = replies
+        self.ledger = ledger
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self.clock = clock
@@ -69,10 +72,15 @@ class PaymentHandlers:
         # Unsettled: ours, one a crash interrupted, or one in doubt. Asking the provider again
         # under the same idempotency key is safe: it charges once.
         unsettled = [payment for payment in payments.values() if not payment.settled]
+        entries: list[LedgerEntry] = []
         for payment in unsettled:
             command = commands[payment.idempotency_key]
             with message_context(message_id=command.message_id, order_id=payment.order_id):
-                self._charge(payment, self.gateways[payment.method], command)
+                self._charge(payment, self.gateways[payment.method], command, entries)
+        # The ledger before the outcomes: after a crash between the two, the charges are asked
+        # again under their keys, get the same captures and record nothing twice; outcomes stored
+        # first would be settled on redelivery, and their captures never recorded.
+        self.ledger.record(entries)
         # A concurrent duplicate, or a refund, settled some first: say what is stored.
         beaten = self.payments.settle(unsettled)
         payments.update(self.payments.get_many(beaten))
@@ -87,7 +95,13 @@ class PaymentHandlers:
             if reply is not None:
                 self.replies.send(reply)
 
-    def _charge(self, payment: Payment, gateway: PaymentGateway, command: saga.ChargePayment) -> None:
+    def _charge(
+        self,
+        payment: Payment,
+        gateway: PaymentGateway,
+        command: saga.ChargePayment,
+        entries: list[LedgerEntry],
+    ) -> None:
         error: GatewayUnavailable | None = None
         for attempt in range(1, self.attempts + 1):
             payment.attempts += 1
@@ -120,12 +134,17 @@ class PaymentHandlers:
             if result.approved:
                 assert result.charge_id is not None
                 payment.capture(result.charge_id, result.instrument, result.amount or payment.amount)
+                entries.append(capture_entry(payment, result.at or self.clock()))
             else:
                 payment.decline(result.decline_reason or "declined")
+                if result.voided:  # by a void of ours whose reply was lost: on the books now
+                    entries.append(void_entry(payment, self.clock()))
             return
-        self._resolve(payment, gateway, error)
+        self._resolve(payment, gateway, error, entries)
 
-    def _resolve(self, payment: Payment, gateway: PaymentGateway, error: Exception | None) -> None:
+    def _resolve(
+        self, payment: Payment, gateway: PaymentGateway, error: Exception | None, entries: list[LedgerEntry]
+    ) -> None:
         """Every charge call failed, yet the provider may have captured: ask it by idempotency
         key, and if it holds nothing, void the key so that nothing can be captured later."""
         try:
@@ -139,8 +158,10 @@ class PaymentHandlers:
         if capture is not None:
             log.info("charge of %s: the gateway captured it after all", payment.order_id)
             payment.capture(capture.charge_id, capture.instrument, capture.amount)
+            entries.append(capture_entry(payment, capture.at or self.clock()))
         else:
             payment.fail(f"gateway unavailable after {payment.attempts} attempts, nothing charged: {error}")
+            entries.append(void_entry(payment, self.clock()))
 
     # Refunds ----------------------------------------------------------------------------------
 
@@ -168,7 +189,11 @@ class PaymentHandlers:
         payment = self.payments.get(key) if self.payments.claim([voided]) else voided
         assert payment is not None
         if payment.status not in (PaymentStatus.REFUNDED, PaymentStatus.VOIDED, PaymentStatus.DECLINED):
-            if not self._undo(payment, self.gateways[payment.method]):
+            entries: list[LedgerEntry] = []
+            undone = self._undo(payment, self.gateways[payment.method], entries)
+            # Before the payment: stored undone, it would not be undone (nor recorded) again.
+            self.ledger.record(entries)
+            if not undone:
                 self.payments.record_refund_attempts(payment)
                 return
             self.payments.save(payment)
@@ -226,6 +251,10 @@ class PaymentHandlers:
                 if attempt < self.attempts:
                     self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
+            # Recorded before the payment, which says the part is refunded and ends its retries.
+            self.ledger.record(
+                [refund_entry(payment, result.refund_id, result.amount, result.at or self.clock())]
+            )
             payment.refund_part(refund_key, result.amount)
             self.payments.save(payment)
             metrics.REFUNDS.labels(payment.method).inc()
@@ -234,9 +263,9 @@ class PaymentHandlers:
         self.payments.record_refund_attempts(payment)
         return False
 
-    def _undo(self, payment: Payment, gateway: PaymentGateway) -> bool:
+    def _undo(self, payment: Payment, gateway: PaymentGateway, entries: list[LedgerEntry]) -> bool:
         """Refund the capture under the payment's key, or void the key; False if the provider
-        could not be reached."""
+        could not be reached. What the provider did goes to `entries`."""
         for attempt in range(1, self.attempts + 1):
             payment.refund_attempts += 1
             try:
@@ -244,8 +273,10 @@ class PaymentHandlers:
                     capture = gateway.void(idempotency_key=payment.idempotency_key)
                     if capture is None:
                         payment.void()
+                        entries.append(void_entry(payment, self.clock()))
                         return True
                     payment.capture(capture.charge_id, capture.instrument, capture.amount)
+                    entries.append(capture_entry(payment, capture.at or self.clock()))
                 assert payment.charge_id is not None
                 result = gateway.refund(
                     idempotency_key=derive_id(payment.idempotency_key, "refund"),
@@ -261,6 +292,7 @@ class PaymentHandlers:
                     self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
             payment.refund(result.refund_id, result.amount)
+            entries.append(refund_entry(payment, result.refund_id, result.amount, result.at or self.clock()))
             metrics.REFUNDS.labels(payment.method).inc()
             log.info("payment of %s: refunded %d", payment.order_id, result.amount)
             return True

@@ -13,6 +13,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from services.payment.domain import UNSETTLED, Payment, PaymentStatus
+from services.payment.ledger import LedgerEntry, as_document
 from shared.store import find_by_ids, insert_new
 
 
@@ -74,6 +75,43 @@ class PaymentRepository:
             {"_id": payment.idempotency_key},
             {"$set": {"refund_attempts": payment.refund_attempts, "detail": payment.detail}},
         )
+
+
+class PaymentLedger:
+    """The ledger's entries (services/payment/ledger.py), one per gateway effect, insert-only."""
+
+    def __init__(self, db: Database) -> None:
+        self._entries = db["ledger"]
+
+    def ensure_indexes(self) -> None:
+        # Reports select by day; the hot path only inserts, a batch's entries at once.
+        self._entries.create_index("day")
+
+    def record(self, entries: Iterable[LedgerEntry]) -> None:
+        """Insert each entry unless it is there already, in one round trip."""
+        insert_new(self._entries, [as_document(entry) for entry in entries])
+
+    def sums_by_day(self, first_day: str | None, last_day: str | None, currency: str) -> list[dict[str, Any]]:
+        """Amount and count of the entries in `currency` per day, method and kind, from `first_day`
+        to `last_day` (YYYY-MM-DD, both included; None: no bound), sorted by day and method."""
+        days: dict[str, str] = {}
+        if first_day is not None:
+            days["$gte"] = first_day
+        if last_day is not None:
+            days["$lte"] = last_day
+        match = {"currency": currency, **({"day": days} if days else {})}
+        group = {"day": "$day", "method": "$method", "kind": "$kind"}
+        # One accumulator per $group: FerretDB v1 sums only the first field-path $sum of a stage.
+        amounts = self._sum(match, group, "$amount")
+        counts = self._sum(match, group, 1)
+        return sorted(
+            ({**dict(key), "amount": amount, "count": counts.get(key, 0)} for key, amount in amounts.items()),
+            key=lambda row: (row["day"], row["method"], row["kind"]),
+        )
+
+    def _sum(self, match: dict[str, Any], group: dict[str, str], value: Any) -> dict[tuple, int]:
+        pipeline = [{"$match": match}, {"$group": {"_id": group, "total": {"$sum": value}}}]
+        return {tuple(sorted(row["_id"].items())): row["total"] for row in self._entries.aggregate(pipeline)}
 
 
 def _payment(document: dict[str, Any]) -> Payment:

@@ -10,6 +10,7 @@ from typing import Any
 from services.order.domain import Order
 from services.payment.domain import UNSETTLED, Payment
 from services.payment.gateways import Capture, ChargeResult, GatewayUnavailable, RefundResult
+from services.payment.ledger import EntryKind, LedgerEntry
 from shared.contracts.base import Message
 from shared.contracts.events import Event
 from shared.contracts.saga import StepDeadline
@@ -94,6 +95,25 @@ class FakePayments:
     def record_refund_attempts(self, payment: Payment) -> None:
         stored = self.payments[payment.idempotency_key]
         stored.refund_attempts, stored.detail = payment.refund_attempts, payment.detail
+
+
+class FakeLedger:
+    """The payment ledger in memory, with the store's contract: an entry recorded again is kept once."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, LedgerEntry] = {}
+        self.writes = 0  # round trips to the store
+
+    def record(self, entries: Iterable[LedgerEntry]) -> None:
+        entries = list(entries)
+        if entries:
+            self.writes += 1
+        for entry in entries:
+            self.entries.setdefault(entry.entry_id, entry)
+
+    def amounts(self, kind: EntryKind) -> dict[str, int]:
+        """Reference (charge id, refund id, voided key) -> amount, of the entries of one kind."""
+        return {entry.reference: entry.amount for entry in self.entries.values() if entry.kind is kind}
 
 
 class Recorder:
@@ -182,7 +202,7 @@ class FakeGateway:
         if not self.approve or token == "tok_declined":
             return ChargeResult(approved=False, decline_reason="insufficient funds")
         if self.keys.setdefault(idempotency_key, "charge") != "charge":
-            return ChargeResult(approved=False, decline_reason="voided")
+            return ChargeResult(approved=False, decline_reason="voided", voided=True)
         self.charges.setdefault(idempotency_key, amount)
         if fault == "lost_reply" or self.calls <= self.failures + self.lost_replies:
             raise GatewayUnavailable("simulated timeout after the capture")

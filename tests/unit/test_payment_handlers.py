@@ -1,18 +1,31 @@
 """Payment use cases with a fake provider: one charge per order, bounded retries, refunds."""
 
+import contextlib
 from datetime import UTC, datetime
 
 from services.payment.domain import Payment, PaymentStatus
 from services.payment.handlers import PaymentHandlers
+from services.payment.ledger import EntryKind
 from shared.contracts import saga
-from tests.unit.fakes import FakeGateway, FakePayments, Recorder, batch
+from shared.contracts.base import derive_id
+from tests.unit.fakes import FakeGateway, FakeLedger, FakePayments, Recorder, batch
 
 
 def handlers(
-    gateway: FakeGateway, payments: FakePayments, outbox: Recorder, attempts: int = 3
+    gateway: FakeGateway,
+    payments: FakePayments,
+    outbox: Recorder,
+    attempts: int = 3,
+    ledger: FakeLedger | None = None,
 ) -> PaymentHandlers:
     return PaymentHandlers(
-        payments, {"credit_card": gateway}, outbox, attempts=attempts, backoff_seconds=0, sleep=lambda s: None
+        payments,
+        {"credit_card": gateway},
+        outbox,
+        ledger=ledger or FakeLedger(),
+        attempts=attempts,
+        backoff_seconds=0,
+        sleep=lambda s: None,
     )
 
 
@@ -183,3 +196,91 @@ def test_a_refund_of_a_charge_a_crash_interrupted_voids_the_key() -> None:
     h.refund_payment(batch(refund()))
     h.charge_payment(batch(charge()))
     assert gateway.charges == {} and payments.payments["A-1"].status is PaymentStatus.VOIDED
+
+
+# The ledger ------------------------------------------------------------------------------------
+
+
+def test_a_burst_of_charges_is_recorded_in_one_write_once_however_often_it_is_asked() -> None:
+    gateway, payments, outbox, ledger = FakeGateway(), FakePayments(), Recorder(), FakeLedger()
+    h = handlers(gateway, payments, outbox, ledger=ledger)
+    burst = batch(charge("A-1"), charge("A-2"), charge("A-3"))
+    h.charge_payment(burst)
+    assert ledger.writes == 1
+    h.charge_payment(batch(charge("A-1"), charge("A-2"), charge("A-3")))  # redelivered: settled already
+    assert ledger.amounts(EntryKind.CAPTURE) == {"ch_A-1": 1250, "ch_A-2": 1250, "ch_A-3": 1250}
+    entry = ledger.entries["capture:credit_card:ch_A-1"]
+    assert (entry.method, entry.currency, entry.order_id, entry.key) == ("credit_card", "CNY", "A-1", "A-1")
+
+
+def test_a_charge_retried_after_a_crash_before_its_outcome_was_stored_is_recorded_once() -> None:
+    gateway, payments, outbox, ledger = FakeGateway(), FakePayments(), Recorder(), FakeLedger()
+    crashed = handlers(gateway, payments, outbox, ledger=ledger)
+    crashed.payments = CrashOnSettle(payments)  # type: ignore[assignment]
+    with contextlib.suppress(ConnectionError):
+        crashed.charge_payment(batch(charge()))
+    assert payments.payments["A-1"].status is PaymentStatus.CHARGING, "the outcome was never stored"
+    handlers(gateway, payments, outbox, ledger=ledger).charge_payment(batch(charge()))
+    assert payments.payments["A-1"].status is PaymentStatus.CAPTURED
+    assert list(ledger.entries) == ["capture:credit_card:ch_A-1"]
+
+
+def test_declines_record_nothing_and_a_failed_charge_records_its_void_once() -> None:
+    ledger = FakeLedger()
+    handlers(FakeGateway(approve=False), FakePayments(), Recorder(), ledger=ledger).charge_payment(
+        batch(charge())
+    )
+    assert ledger.entries == {}
+    gateway, payments, outbox = FakeGateway(failures=3), FakePayments(), Recorder()
+    h = handlers(gateway, payments, outbox, ledger=ledger)
+    h.charge_payment(batch(charge()))
+    h.refund_payment(batch(refund()))  # voids the key again at the provider: the same void
+    assert [(e.kind, e.reference, e.amount) for e in ledger.entries.values()] == [
+        (EntryKind.VOID, "A-1", 1250)
+    ]
+
+
+def test_a_refund_and_the_refunds_of_parts_are_recorded_once_each() -> None:
+    gateway, payments, outbox, ledger = FakeGateway(), FakePayments(), Recorder(), FakeLedger()
+    h = handlers(gateway, payments, outbox, ledger=ledger)
+    change = saga.ChargePayment(
+        order_id="A-1", amount=500, currency="CNY", method="credit_card", token="tok_visa", key="A-1/change/1"
+    )
+    h.charge_payment(batch(charge(), change))
+    part = saga.RefundAmount(
+        order_id="A-1",
+        refund_key="A-1/refund/1",
+        parts=[saga.RefundPart(key="A-1/change/1", amount=500), saga.RefundPart(key="A-1", amount=250)],
+    )
+    h.refund_amount(batch(part))
+    h.refund_amount(batch(part))  # redelivered
+    h.refund_payment(batch(refund()))
+    h.refund_payment(batch(refund()))
+    assert ledger.amounts(EntryKind.CAPTURE) == {"ch_A-1": 1250, "ch_A-1/change/1": 500}
+    assert sorted(ledger.amounts(EntryKind.REFUND).values()) == [250, 500, 1000]
+    assert sum(ledger.amounts(EntryKind.REFUND).values()) == sum(gateway.refunds.values())
+    (partial,) = [e for e in ledger.entries.values() if e.kind is EntryKind.REFUND and e.amount == 500]
+    assert (partial.charge_id, partial.key) == ("ch_A-1/change/1", "A-1/change/1")
+
+
+def test_a_capture_found_by_a_refund_is_recorded_with_its_refund() -> None:
+    gateway, payments, outbox, ledger = FakeGateway(lost_replies=1), FakePayments(), Recorder(), FakeLedger()
+    payments.claim([Payment("A-1", "credit_card", 1250, "CNY", PaymentStatus.CHARGING, datetime.now(UTC))])
+    with contextlib.suppress(Exception):
+        gateway.charge(idempotency_key="A-1", amount=1250, currency="CNY", token="tok_visa")  # reply lost
+    handlers(gateway, payments, outbox, ledger=ledger).refund_payment(batch(refund()))
+    assert ledger.amounts(EntryKind.CAPTURE) == {"ch_A-1": 1250}
+    assert ledger.amounts(EntryKind.REFUND) == {"re_" + derive_id("A-1", "refund"): 1250}
+
+
+class CrashOnSettle:
+    """The payments repository of a worker that dies as it stores the outcomes of its charges."""
+
+    def __init__(self, payments: FakePayments) -> None:
+        self._payments = payments
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._payments, name)
+
+    def settle(self, payments: list[Payment]) -> set[str]:
+        raise ConnectionError("the worker died")

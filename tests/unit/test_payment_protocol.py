@@ -2,7 +2,8 @@
 talk over a network that delays, reorders and duplicates messages, to a gateway that loses
 replies, fails and recovers at random. Whatever happens, once everything has settled the money on
 the gateway's own ledger equals the confirmed totals: each confirmed order holds its total, each
-cancelled one nothing; and on the way, the gateway never holds more than an order's total."""
+cancelled one nothing; the payment worker's ledger has each capture, refund and void the gateway
+made, once; and on the way, the gateway never holds more than an order's total."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from services.order.domain import OrderStatus
 from services.order.handlers import OrderHandlers
 from services.order.intake import decode_submission
 from services.payment.handlers import PaymentHandlers
+from services.payment.ledger import EntryKind
 from shared.contracts import saga
 from shared.contracts.base import Message
 from shared.contracts.events import Event
 from shared.errors import TransientError
 from shared.messaging.ports import Batch
 from tests.unit.factories import body, submission
-from tests.unit.fakes import FakeGateway, FakeOrders, FakePayments, FakeQueues
+from tests.unit.fakes import FakeGateway, FakeLedger, FakeOrders, FakePayments, FakeQueues
 
 UNIT_PRICE = 250
 FAULTS = ("unavailable", "lost_reply")
@@ -59,6 +61,7 @@ class PaymentProtocol(RuleBasedStateMachine):
         self.network = Network()
         self.orders = FakeOrders()
         self.payments = FakePayments()
+        self.ledger = FakeLedger()
         self.gateway = FakeGateway(fault=self._fault)
         self.fault_rate = 0.0
         self.random = random.Random(0)
@@ -69,6 +72,7 @@ class PaymentProtocol(RuleBasedStateMachine):
             self.payments,
             {"credit_card": self.gateway},
             self.network,
+            ledger=self.ledger,
             attempts=1,  # every failed call leaves the charge in doubt, or resolved by asking
             backoff_seconds=0,
             clock=self.clock,
@@ -129,6 +133,14 @@ class PaymentProtocol(RuleBasedStateMachine):
         for order in orders:
             expected = order.total if order.status is OrderStatus.CONFIRMED else 0
             assert self.gateway.held(order.order_id) == expected, (order.order_id, order.status, order.reason)
+        gateway = self.gateway
+        assert self.ledger.amounts(EntryKind.CAPTURE) == {f"ch_{k}": v for k, v in gateway.charges.items()}
+        assert self.ledger.amounts(EntryKind.REFUND) == {f"re_{k}": v for k, v in gateway.refunds.items()}
+        # A void moves no money: the ledger never has one the provider did not make, but one whose
+        # answer was lost, and that no later call revealed (the issuer declined the next charge
+        # before the provider looked at the key), is not on our books.
+        voided = {key for key, kind in gateway.keys.items() if kind == "void"}
+        assert set(self.ledger.amounts(EntryKind.VOID)) <= voided
 
     # The participants -------------------------------------------------------------------------
 

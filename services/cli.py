@@ -194,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade", help="redeclare idle queues an older release declared with other arguments"
     )
 
+    migrate = commands.add_parser(
+        "migrate", help="rewrite every stored document older than its current schema version"
+    )
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="count what would be upgraded, change nothing"
+    )
+
     bench = commands.add_parser(
         "bench", help="throughput and latency on the real services (starts its own workers in a sandbox)"
     )
@@ -471,6 +478,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from services import operations
 
         return operations.topology_upgrade(settings)
+    if args.command == "migrate":
+        from services.migrate import migrate_all
+
+        return migrate_all(settings, args.dry_run)
     if args.command == "support":
         return _support(args, settings)
     if args.command == "config":

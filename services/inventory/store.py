@@ -21,6 +21,7 @@ from services.inventory.domain import (
     ReservedLine,
 )
 from shared.contracts.base import utcnow
+from shared.documents import SCHEMA_FIELD, DocumentSchema
 from shared.errors import TransientError
 from shared.store import RecentCopies, find_by_ids, insert_new
 
@@ -190,8 +191,20 @@ def _key(order_id: str, partition: int) -> str:
     return f"{order_id}:{partition}"
 
 
+def _reservation_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1, reservations stored before documents carried a version. The release before
+    versions held stock for orders only (no `hold` of a change); earlier ones had one partition."""
+    return {"hold": None, "partition": 0, "lines": [], "reason": None, "skus": [], **document}
+
+
+# Version 2: every reservation says whose hold it is (None: the order's own). A migration's write
+# requires the status it read, the field the worker's own updates are guarded by.
+RESERVATIONS = DocumentSchema("inventory", "reservations", 2, {1: _reservation_v1}, guard=("status",))
+
+
 def _reservation(document: dict[str, Any]) -> Reservation:
-    hold = document.get("hold")
+    document = RESERVATIONS.current(document)
+    hold = document["hold"]
     return Reservation(
         order_id=hold or document["order_id"],
         order=document["order_id"] if hold else None,
@@ -206,16 +219,36 @@ def _reservation_document(reservation: Reservation, partition: int) -> dict[str,
     return {
         "_id": _key(reservation.order_id, partition),
         "order_id": reservation.owner,
-        **({"hold": reservation.order_id} if reservation.order else {}),
+        "hold": reservation.order_id if reservation.order else None,
         "partition": partition,
         "status": reservation.status.value,
         "lines": [vars(line) for line in reservation.lines],
         "reason": reservation.reason.value if reservation.reason else None,
         "skus": reservation.skus,
+        SCHEMA_FIELD: RESERVATIONS.version,
     }
 
 
+def _product_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1, products stored before documents carried a version: the earliest had no sales,
+    thresholds or operations, and held their holds as a list of {order_id, quantity}."""
+    return {
+        "sold": 0,
+        "low_stock_threshold": 0,
+        "recent_operations": [],
+        "version": 0,
+        **document,
+        "holds": json.dumps(_unpacked_holds(document.get("holds")), separators=(",", ":")),
+    }
+
+
+# Version 2: holds packed. The product's own version guards a migration's write, as it guards the
+# worker's.
+PRODUCTS = DocumentSchema("inventory", "products", 2, {1: _product_v1}, guard=("version",))
+
+
 def _product(document: dict[str, Any]) -> Product:
+    document = PRODUCTS.current(document)
     return Product(
         sku=document["_id"],
         name=document["name"],
@@ -255,4 +288,5 @@ def _product_document(product: Product) -> dict[str, Any]:
         "low_stock_threshold": product.low_stock_threshold,
         "holds": json.dumps(product.holds, separators=(",", ":")),
         "recent_operations": product.recent_operations,
+        SCHEMA_FIELD: PRODUCTS.version,
     }

@@ -334,7 +334,7 @@ class Order:
     def payment_refunded(self, reply: saga.PaymentRefunded, now: datetime) -> None:
         """The payment worker undid the payment: refunded what was captured, or voided it. Or,
         for a change, refunded part of the order's money, or undid the change's own charge."""
-        if reply.key is not None:
+        if reply.key is not None or reply.refund_key is not None:
             self._change_refunded(reply, now)
             return
         if not self.refund_required or self.refunded is not None:
@@ -796,11 +796,12 @@ class Order:
         change = self.change
         if change is None or "payment" not in change.awaiting:
             raise TransitionNotAllowed(f"order {self.order_id} waits for no refund")
-        if change.step is ChangeStep.SETTLING and reply.key == self._refund_key(change):
+        if change.step is ChangeStep.SETTLING and reply.refund_key == self._refund_key(change):
             for key, amount in change.refund:
                 self.refunded_of = {**self.refunded_of, key: self.refunded_of.get(key, 0) + amount}
         elif not (change.step is ChangeStep.UNDOING and reply.key == self._key(change)):
-            raise TransitionNotAllowed(f"order {self.order_id}: refund {reply.key} is not this change's")
+            refund = reply.refund_key or reply.key
+            raise TransitionNotAllowed(f"order {self.order_id}: refund {refund} is not this change's")
         self._change_heard("payment", now, reply.message_id)
 
     def _change_heard(self, waiting: str | None, now: datetime, cause: str) -> None:

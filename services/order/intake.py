@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.contracts.base import ORDER_ID_PATTERN, derive_id
 from shared.contracts.intake import OrderSubmission
@@ -19,6 +19,7 @@ from shared.contracts.requests import (
     OrderRequest,
     ShipBody,
 )
+from shared.contracts.versions import NewerSchema, upcast
 from shared.errors import InvalidMessage
 
 ACCEPTED_MEDIA_TYPES = frozenset({"", "application/json", "text/plain"})
@@ -52,7 +53,10 @@ def decode_submission(body: bytes, content_type: str | None, max_bytes: int) -> 
     if len(body) > max_bytes:
         raise InvalidSubmission(f"message is {len(body)} bytes, more than the limit of {max_bytes}")
     try:
-        return OrderSubmission.model_validate_json(body)
+        return OrderSubmission.model_validate_json(_current(OrderSubmission, body))
+    except NewerSchema as e:
+        # Not a rejection: a newer release's order, to replay once this worker is upgraded.
+        raise InvalidSubmission(str(e)) from e
     except ValidationError as e:
         errors = _describe(e)
         order_id = _readable_order_id(body)
@@ -80,7 +84,9 @@ def decode_request(
     if model is None:
         raise InvalidRequest(f"no request has routing key {routing_key!r}")
     try:
-        request = model.model_validate_json(body)
+        request = model.model_validate_json(_current(model, body))
+    except NewerSchema as e:
+        raise InvalidRequest(str(e)) from e
     except ValidationError as e:
         raise InvalidRequest(f"invalid {routing_key} request: {'; '.join(_describe(e))}") from e
     if request.request_id is not None:
@@ -99,6 +105,17 @@ def decode_request(
         carrier=request.carrier if isinstance(request, ShipBody) else None,
         tracking=request.tracking if isinstance(request, ShipBody) else None,
     )
+
+
+def _current(contract: type[BaseModel], body: bytes) -> bytes:
+    """The body as the current version of `contract`: upcast if older (NewerSchema if newer). A
+    body that is not JSON is left for the contract's validation to describe."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return body
+    current = upcast(contract, payload)
+    return body if current is payload else json.dumps(current).encode()
 
 
 def _describe(error: ValidationError) -> list[str]:

@@ -12,6 +12,7 @@ from pymongo.database import Database
 from services.order.changes import Change, ChangeKind, ChangeStep, Line, RequestRecord
 from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Order, OrderStatus, SagaStep
 from shared.contracts.requests import OrderRequest
+from shared.documents import SCHEMA_FIELD, DocumentSchema
 from shared.store import RecentCopies, find_by_ids, insert_new
 
 # How many claims one write of `erase_customer_from_claims` names.
@@ -225,6 +226,7 @@ def _to_document(order: Order) -> dict[str, Any]:
         "tracking": order.tracking,
         "shipped_at": order.shipped_at(),
         "version": order.version,
+        SCHEMA_FIELD: ORDERS.version,
     }
 
 
@@ -278,6 +280,7 @@ def _record(document: dict[str, Any]) -> RequestRecord:
 
 
 def _from_document(document: dict[str, Any]) -> Order:
+    document = ORDERS.current(document)
     return Order(
         order_id=document["_id"],
         customer=Customer(**document["customer"]) if document.get("customer") else None,
@@ -328,6 +331,49 @@ def _from_document(document: dict[str, Any]) -> Order:
 def _awaiting_before_partitions(document: dict[str, Any]) -> list[int]:
     """Orders stored before stock was partitioned wait, while pending, on the one partition."""
     return [0] if document.get("status") == "pending" and document.get("step") != "charging_payment" else []
+
+
+def _order_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1, orders stored before documents carried a version. The release before versions
+    stored no change, queued or settled requests, further charges, partial refunds or shipping;
+    earlier ones neither partitions nor the payment protocol's fields. Each means what it says
+    when absent: none, nothing owed, one partition."""
+    return {
+        "customer": None,
+        "payment_method": None,
+        "payment_token": None,
+        "reason": None,
+        "errors": [],
+        "total": None,
+        "history": [],
+        "last_cause": "",
+        "step_timeout_seconds": 30,
+        "deadline": None,
+        "refund_required": False,
+        "refunded": None,
+        "captured": None,
+        "charge_id": None,
+        "due_since": None,
+        "attempts": 1,
+        "follow_ups": 0,
+        "awaiting": _awaiting_before_partitions(document),
+        "refused": [],
+        "change": None,
+        "queued": [],
+        "requests": [],
+        "further_charges": [],
+        "refunded_of": [],
+        "carrier": None,
+        "tracking": None,
+        "shipped_at": None,  # an order could not ship before the release that records it
+        "version": 0,
+        **document,
+    }
+
+
+# Version 2: every field written, none left for the reader to assume. The saga's own version
+# (`version`) guards a migration's write, as it guards the saga's.
+ORDERS = DocumentSchema("order", "orders", 2, {1: _order_v1}, guard=("version",))
 
 
 class RecentOrders:

@@ -226,7 +226,7 @@ class PaymentHandlers:
                             message_id=derive_id(command.refund_key, "payment-refunded"),
                             order_id=command.order_id,
                             amount=sum(part.amount for part in command.parts),
-                            key=command.refund_key,
+                            refund_key=command.refund_key,
                         )
                     )
 

@@ -6,6 +6,7 @@ change's under the change's key.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +15,7 @@ from pymongo.database import Database
 
 from services.payment.domain import UNSETTLED, Payment, PaymentStatus
 from services.payment.ledger import LedgerEntry, as_document
+from shared.documents import SCHEMA_FIELD, DocumentSchema
 from shared.store import find_by_ids, insert_new
 
 
@@ -114,17 +116,29 @@ class PaymentLedger:
         return {tuple(sorted(row["_id"].items())): row["total"] for row in self._entries.aggregate(pipeline)}
 
 
+def _payment_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1, payments stored before documents carried a version. The release before versions
+    stored each under its order id, without it as a field, and refunded only whole charges."""
+    return {"order_id": document["_id"], "refunds": {}, **document}
+
+
+# Version 2: every payment names its order. Its fields never change once written, and each of the
+# payment's own writes sets the same values, so a migration's write needs no guard beyond `schema`.
+PAYMENTS = DocumentSchema("payment", "payments", 2, {1: _payment_v1})
+_PAYMENT_FIELDS = frozenset(field.name for field in dataclasses.fields(Payment))
+
+
 def _payment(document: dict[str, Any]) -> Payment:
-    fields = dict(document)
-    key = fields.pop("_id")
-    # Stored by earlier versions: under the order id, without it as a field.
-    order_id = fields.pop("order_id", key)
-    fields["key"] = key if key != order_id else None
-    return Payment(order_id=order_id, status=PaymentStatus(fields.pop("status")), **fields)
+    document = PAYMENTS.current(document)
+    key, order_id = document["_id"], document["order_id"]
+    fields = {name: value for name, value in document.items() if name in _PAYMENT_FIELDS}
+    fields.update(order_id=order_id, key=key if key != order_id else None)
+    return Payment(**{**fields, "status": PaymentStatus(document["status"])})
 
 
 def _fields(payment: Payment) -> dict[str, Any]:
     fields = vars(payment).copy()
     del fields["key"]
     fields["status"] = payment.status.value
+    fields[SCHEMA_FIELD] = PAYMENTS.version
     return fields

@@ -5,12 +5,15 @@ Money is a decimal string here, as at every public edge.
 
 from __future__ import annotations
 
+import json
+import typing
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.contracts.base import new_id, utcnow
+from shared.contracts.versions import upcast
 from shared.errors import InvalidMessage
 
 
@@ -158,12 +161,31 @@ class SupportEvent(Event):
 AnyEvent = OrderStatusChanged | OrderRefunded | OrderChanged | OrderRequestRejected | LowStock | SupportEvent
 PublicEvent = Annotated[AnyEvent, Field(discriminator="type")]
 _PUBLIC_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(PublicEvent)
+# Each event type's contract, whose schema version and upcasters apply to it.
+_EVENT_TYPES: dict[str, type[Event]] = {
+    name: contract
+    for contract in (
+        OrderStatusChanged,
+        OrderRefunded,
+        OrderChanged,
+        OrderRequestRejected,
+        LowStock,
+        SupportEvent,
+    )
+    for name in typing.get_args(contract.model_fields["type"].annotation)
+}
 
 
 def decode_event(body: bytes) -> AnyEvent:
-    """An event as published on `orderflow.events`; InvalidMessage if it is not one."""
+    """An event as published on `orderflow.events`, an older version upcast; InvalidMessage if it
+    is not one (NewerSchema if a newer release published it)."""
     try:
-        return _PUBLIC_EVENT.validate_json(body)
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise InvalidMessage(f"not a valid event: not JSON ({e})") from e
+    contract = _EVENT_TYPES.get(str(payload.get("type"))) if isinstance(payload, dict) else None
+    try:
+        return _PUBLIC_EVENT.validate_python(upcast(contract, payload) if contract else payload)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in problem['loc']) or '(event)'}: {problem['msg']}"

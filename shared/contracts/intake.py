@@ -55,6 +55,7 @@ class PaymentDetails(_Strict):
 class OrderSubmission(_Strict):
     """An order as an upstream system submits it. Prices are never taken from here."""
 
+    schema_version: int = 1  # the current version (shared/contracts/versions.py); upstreams may omit it
     order_id: str = Field(pattern=ORDER_ID_PATTERN)
     customer: Customer
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)

@@ -20,6 +20,7 @@ CUSTOMER_REQUEST = "customer_request"
 
 
 class _Request(_Strict):
+    schema_version: int = 1  # the current version (shared/contracts/versions.py); upstreams may omit it
     order_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
     request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
 

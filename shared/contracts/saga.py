@@ -11,11 +11,12 @@ difference under keys of its own (`key`), so it can be undone without touching t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.base import Message, MinorUnits, OrderMessage, Quantity, Sku
+from shared.contracts.versions import upcaster
 
 
 class StockLine(BaseModel):
@@ -203,8 +204,27 @@ class PaymentFailed(OrderMessage):
 
 
 class PaymentRefunded(OrderMessage):
-    """What was refunded: for a RefundPayment, `key` is the charge's; for a RefundAmount, its
-    refund key."""
+    """What was refunded: for a RefundPayment, the charge under `key` (None: the order's own) was
+    undone; for a RefundAmount, the parts of the refund under `refund_key` were refunded.
 
+    Version 2: version 1 said both in `key` (see the upcaster below)."""
+
+    schema_version: int = 2
     amount: MinorUnits
     key: PaymentKey = None
+    refund_key: PaymentKey = None
+
+
+# Versions. The last release added optional fields only (`hold` on stock messages, `key` on payment
+# messages, `token` made optional beside `on_file`): a message without them, as the release before
+# it sent, is read as the order's own, so they stay at version 1.
+
+
+@upcaster(PaymentRefunded, 1)
+def _payment_refunded_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 named a RefundAmount's refund key in `key`. A refund key ends in `/refund`, and a
+    charge key (an order id, or `<order id>/change/<n>`) never does: order ids hold no `/`."""
+    key = payload.get("key")
+    if isinstance(key, str) and key.endswith("/refund"):
+        return {**payload, "key": None, "refund_key": key}
+    return payload

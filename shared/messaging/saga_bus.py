@@ -20,6 +20,7 @@ from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 from pydantic import ValidationError
 
 from shared.contracts.base import Message
+from shared.contracts.versions import NewerSchema, upcast
 from shared.logs import message_context
 from shared.messaging import routes, topology
 from shared.messaging.delivery import (
@@ -229,8 +230,11 @@ class _EnvelopeSource:
 
 
 def _decode(source: _EnvelopeSource, message_type: type[M], payload: Any, attempt: int) -> Received[M]:
+    """A payload as the current version of its contract (an older one upcast), or a dead letter."""
     try:
-        return Received(source, payload, message_type.model_validate(payload), attempt)
+        return Received(source, payload, message_type.model_validate(upcast(message_type, payload)), attempt)
+    except NewerSchema as e:
+        return Received(source, payload, None, attempt, str(e))
     except ValidationError as e:
         return Received(source, payload, None, attempt, f"invalid {message_type.__name__}: {_summary(e)}")
 

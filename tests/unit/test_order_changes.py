@@ -105,7 +105,9 @@ def test_a_confirmed_order_cancelled_gives_its_units_back_and_refunds_what_was_p
             saga.StockReturned(order_id="A-1", partition=returned.partition, returned=returned.message_id),
             NOW,
         )
-    order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=1500, key=refund[0].refund_key), NOW)
+    order.payment_refunded(
+        saga.PaymentRefunded(order_id="A-1", amount=1500, refund_key=refund[0].refund_key), NOW
+    )
     assert (order.status, order.reason, order.change) == (OrderStatus.CANCELLED, "customer_request", None)
     events = [m for m in said(order) if isinstance(m, Event)]
     assert [event.type for event in events] == ["order.cancelled", "order.refunded"]
@@ -175,7 +177,9 @@ def test_an_amendment_that_removes_units_gives_them_back_and_refunds_the_differe
     (refund,) = of(order, saga.RefundAmount)
     assert sorted((line.sku, line.quantity) for line in returned.lines) == [("SKU-1", 1), ("SKU-3", 1)]
     assert [(p.key, p.amount) for p in refund.parts] == [("A-1", 650)]
-    order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=650, key=refund.refund_key), NOW)
+    order.payment_refunded(
+        saga.PaymentRefunded(order_id="A-1", amount=650, refund_key=refund.refund_key), NOW
+    )
     order.stock_returned(saga.StockReturned(order_id="A-1", partition=1, returned=returned.message_id), NOW)
     assert [(line.sku, line.quantity, line.line_total) for line in order.lines] == [("SKU-1", 1, 250)]
     assert [e.type for e in said(order) if isinstance(e, Event)] == ["order.amended", "order.refunded"]
@@ -277,7 +281,9 @@ def test_a_return_of_some_lines_refunds_them_at_the_price_paid() -> None:
     (refund,) = of(order, saga.RefundAmount)
     assert [(p.key, p.amount) for p in refund.parts] == [("A-1", 500)]
     order.stock_returned(saga.StockReturned(order_id="A-1", partition=1, returned=returned.message_id), NOW)
-    order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=500, key=refund.refund_key), NOW)
+    order.payment_refunded(
+        saga.PaymentRefunded(order_id="A-1", amount=500, refund_key=refund.refund_key), NOW
+    )
     (event,) = of(order, OrderChanged)
     assert (event.type, event.amount, [(line.sku, line.quantity) for line in event.returned]) == (
         "order.returned",
@@ -350,7 +356,9 @@ def test_a_cancelled_order_keeps_what_it_was_and_its_units_held_unsold_are_sold_
     (returned,) = of(order, saga.ReturnStock)
     (refund,) = of(order, saga.RefundAmount)
     order.stock_returned(saga.StockReturned(order_id="A-1", partition=1, returned=returned.message_id), NOW)
-    order.payment_refunded(saga.PaymentRefunded(order_id="A-1", amount=500, key=refund.refund_key), NOW)
+    order.payment_refunded(
+        saga.PaymentRefunded(order_id="A-1", amount=500, refund_key=refund.refund_key), NOW
+    )
     assert order.status is OrderStatus.CANCELLED
     assert ([(line.sku, line.quantity) for line in order.lines], order.total) == ([("SKU-1", 2)], 500)
     # Inventory still holds its units (the commit was lost): they were sold, then came back.

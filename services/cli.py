@@ -307,6 +307,8 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "restore":
         return backup.restore(settings, Path(args.directory))
+    if args.words == ["verify"]:
+        raise UsageError("usage: orderflow backup verify DIR")
     if len(args.words) == 1:
         return backup.backup(settings, Path(args.words[0]))
     if len(args.words) == 2 and args.words[0] == "verify":

@@ -91,18 +91,22 @@ def migrate(collection: Collection, schema: DocumentSchema, *, dry_run: bool = F
     """
     result = Migration(schema.service, schema.collection)
     older = {"$or": [{SCHEMA_FIELD: {"$exists": False}}, {SCHEMA_FIELD: {"$lt": schema.version}}]}
-    for attempt in range(MIGRATE_PASSES):
+    outdated: set[Any] = set()
+    upgraded = 0
+    for _ in range(MIGRATE_PASSES):
         documents = list(collection.find(older))
-        if attempt == 0:
-            result.outdated = len(documents)
+        # Counted once each, however often a worker wrote one again in the older shape.
+        outdated |= {document["_id"] for document in documents}
         if dry_run or not documents:
-            return result
+            break
         for start in range(0, len(documents), MIGRATE_BATCH):
             writes = [
                 _upgrade_write(schema, document) for document in documents[start : start + MIGRATE_BATCH]
             ]
-            result.upgraded += collection.bulk_write(writes, ordered=False).matched_count
-    result.by_workers = result.outdated - result.upgraded
+            upgraded += collection.bulk_write(writes, ordered=False).matched_count
+    result.outdated = len(outdated)
+    result.upgraded = min(upgraded, result.outdated)
+    result.by_workers = 0 if dry_run else result.outdated - result.upgraded
     return result
 
 

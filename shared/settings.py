@@ -230,8 +230,18 @@ def check_config_file() -> None:
 
 
 def masked(text: str) -> str:
-    """`text` with the password of any URL in it hidden: amqp://guest:***@host/."""
-    return re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    """`text` with the password of any URL in it hidden: amqp://guest:***@host/. The password runs
+    to the last `@` before the host (it may hold one), with or without a scheme."""
+    return re.sub(r"[^\s'\"]+@[^\s'\"@]*", _masked_url, text)
+
+
+def _masked_url(match: re.Match[str]) -> str:
+    url = match.group(0)
+    credentials, _, host = url.rpartition("@")
+    scheme, separator, user = credentials.rpartition("://") if "://" in credentials else ("", "", credentials)
+    if ":" not in user:
+        return url
+    return f"{scheme}{separator}{user.split(':', 1)[0]}:***@{host}"
 
 
 def _url(url: str, schemes: tuple[str, ...], example: str) -> str:

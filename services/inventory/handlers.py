@@ -151,10 +151,13 @@ class InventoryHandlers:
         partition: int,
     ) -> None:
         log.warning("%s is released after its units were sold: taking them back", reservation.order_id)
+        # What a cancel, an amendment or a return took back already does not come back twice.
+        returned = self.reservations.returned_units(partition, reservation.order_id)
+        operation = derive_id(reservation.order_id, "released-after-commit", str(partition))
         for line in reservation.lines:
             product = products.get(line.sku)
-            operation = derive_id(reservation.order_id, "released-after-commit", str(partition))
-            if product is not None and product.take_back(line.quantity, operation):
+            quantity = line.quantity - returned.get(line.sku, 0)
+            if product is not None and quantity > 0 and product.take_back(quantity, operation):
                 changed[line.sku] = product
 
     def commit_stock(self, batch: Batch[saga.CommitStock]) -> None:
@@ -194,7 +197,17 @@ class InventoryHandlers:
                         changed[line.sku] = product
                         log.info("%s: %d back from %s", line.sku, line.quantity, command.order_id)
             self.products.save(changed.values())
-            self.reservations.record_returns(partition, (command.message_id for command in commands))
+            self.reservations.record_returns(
+                partition,
+                (
+                    (
+                        command.message_id,
+                        command.order_id,
+                        units_per_sku((line.sku, line.quantity) for line in command.lines),
+                    )
+                    for command in commands
+                ),
+            )
             for command in commands:
                 self.replies.send(
                     saga.StockReturned(

@@ -157,10 +157,27 @@ class ReservationRepository:
         keys = {_key(command_id, partition): command_id for command_id in command_ids}
         return {keys[document["_id"]] for document in find_by_ids(self._returns, keys)}
 
-    def record_returns(self, partition: int, command_ids: Iterable[str]) -> None:
-        """ReturnStock commands applied: recorded after the products they changed are written (a
-        crash between the two is caught by the products' own memory of recent operations)."""
-        insert_new(self._returns, [{"_id": _key(command_id, partition)} for command_id in command_ids])
+    def record_returns(self, partition: int, returns: Iterable[tuple[str, str, dict[str, int]]]) -> None:
+        """ReturnStock commands applied (command id, order id, units per SKU): recorded after the
+        products they changed are written (a crash between the two is caught by the products' own
+        memory of recent operations)."""
+        insert_new(
+            self._returns,
+            [
+                {"_id": _key(command_id, partition), "order_id": order_id, "units": units}
+                for command_id, order_id, units in returns
+            ],
+        )
+
+    def returned_units(self, partition: int, order_id: str) -> dict[str, int]:
+        """The units of an order taken back so far in a partition, per SKU. A scan: only when units
+        sold are released (after a restore), never per message."""
+        units: dict[str, int] = {}
+        for document in self._returns.find({"order_id": order_id}):
+            if document["_id"].endswith(f":{partition}"):
+                for sku, quantity in document.get("units", {}).items():
+                    units[sku] = units.get(sku, 0) + quantity
+        return units
 
     def held_since(self, before: datetime, limit: int = 1000) -> list[tuple[str, int, str | None]]:
         """(order id, partition, change's hold or None) of reservations still holding units, made

@@ -102,18 +102,17 @@ class PaymentLedger:
         if last_day is not None:
             days["$lte"] = last_day
         match = {"currency": currency, **({"day": days} if days else {})}
-        group = {"day": "$day", "method": "$method", "kind": "$kind"}
-        # One accumulator per $group: FerretDB v1 sums only the first field-path $sum of a stage.
-        amounts = self._sum(match, group, "$amount")
-        counts = self._sum(match, group, 1)
-        return sorted(
-            ({**dict(key), "amount": amount, "count": counts.get(key, 0)} for key, amount in amounts.items()),
-            key=lambda row: (row["day"], row["method"], row["kind"]),
-        )
-
-    def _sum(self, match: dict[str, Any], group: dict[str, str], value: Any) -> dict[tuple, int]:
-        pipeline = [{"$match": match}, {"$group": {"_id": group, "total": {"$sum": value}}}]
-        return {tuple(sorted(row["_id"].items())): row["total"] for row in self._entries.aggregate(pipeline)}
+        # One read, summed here: amounts and counts from the same entries (two aggregates, one per
+        # accumulator as FerretDB v1 allows, could see an entry inserted between them).
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for entry in self._entries.find(match, {"day": 1, "method": 1, "kind": 1, "amount": 1}):
+            total = sums.setdefault((entry["day"], entry["method"], entry["kind"]), [0, 0])
+            total[0] += entry["amount"]
+            total[1] += 1
+        return [
+            {"day": day, "method": method, "kind": kind, "amount": amount, "count": count}
+            for (day, method, kind), (amount, count) in sorted(sums.items())
+        ]
 
 
 def _payment_v1(document: dict[str, Any]) -> dict[str, Any]:

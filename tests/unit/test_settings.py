@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import SettingError
-from shared.settings import SERVICES, Settings, load_settings
+from shared.settings import SERVICES, Settings, load_settings, masked
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,20 @@ def test_orderflow_run_gives_each_pool_the_metrics_port_plus_its_place() -> None
     assert [Settings().metrics_port_of(s, all_pools=True) for s in SERVICES] == [9101, 9102, 9103, 9104, 9105]
     with pytest.raises(SettingError, match="at most 65531"):
         Settings(metrics_port=65533).metrics_port_of("reporting", all_pools=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("amqp://guest:guest@rabbit/%2F", "amqp://guest:***@rabbit/%2F"),
+        ("smtp://mailer:p@ss@relay:587", "smtp://mailer:***@relay:587"),  # an @ in the password
+        (
+            "mongo_url = 'orders:s3cret@mongo:27017': not a URL",
+            "mongo_url = 'orders:***@mongo:27017': not a URL",
+        ),
+        ("mongodb://127.0.0.1:27017/", "mongodb://127.0.0.1:27017/"),
+        ("alice@example.com", "alice@example.com"),
+    ],
+)
+def test_no_password_is_ever_shown(text: str, shown: str) -> None:
+    assert masked(text) == shown

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from pymongo import MongoClient
+from pymongo import MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -36,6 +36,29 @@ def connect(settings: Settings) -> MongoClient:
 def database(client: MongoClient, settings: Settings, service: str) -> Database:
     """The database `service` owns; no worker reads another's."""
     return client[settings.database_name(service)]
+
+
+def claim_id(entity_id: str, version: int) -> str:
+    """The id of the claim that moves an entity (an order, a support case) to `version`: inserted
+    under it, the transition happens once, whoever races for it."""
+    return f"{entity_id}:{version}"
+
+
+def write_over(collection: Collection, states: Sequence[tuple[dict[str, Any], int]]) -> None:
+    """Write each state over its document still at the previous version, in one round trip: only
+    the winner of the transition's claim writes it, and writing the same state twice changes
+    nothing."""
+    if states:
+        collection.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": state["_id"], "version": previous},
+                    {"$set": {key: value for key, value in state.items() if key != "_id"}},
+                )
+                for state, previous in states
+            ],
+            ordered=False,
+        )
 
 
 def insert_new(collection: Collection, documents: Sequence[dict[str, Any]]) -> set[Any]:

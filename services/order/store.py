@@ -6,14 +6,14 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING
 from pymongo.database import Database
 
 from services.order.changes import Change, ChangeKind, ChangeStep, Line, RequestRecord
 from services.order.domain import TOKEN_STEPS, Customer, HistoryEntry, Order, OrderStatus, SagaStep
 from shared.contracts.requests import OrderRequest
 from shared.documents import SCHEMA_FIELD, DocumentSchema
-from shared.store import RecentCopies, find_by_ids, insert_new
+from shared.store import RecentCopies, claim_id, find_by_ids, insert_new, write_over
 
 # How many claims one write of `erase_customer_from_claims` names.
 CLAIMS_PER_WRITE = 1000
@@ -63,7 +63,7 @@ class OrderRepository:
         # takes the tokens from the document it rolls forward, which still holds them while needed).
         claims = [
             {
-                "_id": _claim_id(order.order_id, state["version"]),
+                "_id": claim_id(order.order_id, state["version"]),
                 "order_id": order.order_id,
                 "state": _without_tokens(state),
             }
@@ -74,7 +74,7 @@ class OrderRepository:
         won = [
             (order, state) for order, state in zip(orders, states, strict=True) if order.order_id not in lost
         ]
-        self._write([(state, order.version) for order, state in won])
+        write_over(self._orders, [(state, order.version) for order, state in won])
         for order, _ in won:
             order.version += 1
         return [order for order in orders if order.order_id in lost]
@@ -87,14 +87,14 @@ class OrderRepository:
         while behind:
             claims = find_by_ids(
                 self._transitions,
-                (_claim_id(order_id, order.version + 1) for order_id, order in behind.items()),
+                (claim_id(order_id, order.version + 1) for order_id, order in behind.items()),
             )
             ahead = {claim["order_id"]: self._order(claim["state"]) for claim in claims}
             if not ahead:
                 break
             for order_id, order in ahead.items():
                 _restore_tokens(order, behind[order_id])
-            self._write([(_to_document(order), order.version - 1) for order in ahead.values()])
+            write_over(self._orders, [(_to_document(order), order.version - 1) for order in ahead.values()])
             orders.update(ahead)
             behind = ahead
         return orders
@@ -119,7 +119,7 @@ class OrderRepository:
         for order in orders:
             if order.customer is not None:
                 claims.setdefault(order.customer, []).extend(
-                    _claim_id(order.order_id, version) for version in range(1, order.version + 1)
+                    claim_id(order.order_id, version) for version in range(1, order.version + 1)
                 )
         for customer, claim_ids in claims.items():
             for start in range(0, len(claim_ids), CLAIMS_PER_WRITE):
@@ -132,25 +132,6 @@ class OrderRepository:
         order = _from_document(document)
         order.partition_of = self.partition_of
         return order
-
-    def _write(self, states: list[tuple[dict[str, Any], int]]) -> None:
-        """Write each state over the document still at the previous version (only the winner of
-        the transition's claim writes it, and writing the same state twice changes nothing)."""
-        if states:
-            self._orders.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": state["_id"], "version": previous},
-                        {"$set": {key: value for key, value in state.items() if key != "_id"}},
-                    )
-                    for state, previous in states
-                ],
-                ordered=False,
-            )
-
-
-def _claim_id(order_id: str, version: int) -> str:
-    return f"{order_id}:{version}"
 
 
 def _without_tokens(state: dict[str, Any]) -> dict[str, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.database import Database
 
 from services.order.domain import Customer
 from services.order.support_domain import Case, CaseKind, CaseLine, CaseStatus, Entry, EntryKind
-from shared.store import find_by_ids, insert_new
+from shared.store import claim_id, find_by_ids, insert_new, write_over
 
 
 class CaseRepository:
@@ -40,7 +39,9 @@ class CaseRepository:
     def refresh(self, case_ids: Iterable[str]) -> dict[str, Case]:
         """As `get_many`, writing the changes a writer claimed and died before writing: the worker's read."""
         cases, behind = self._latest(case_ids)
-        self._write([(_to_document(cases[case_id]), version) for case_id, version in behind.items()])
+        write_over(
+            self._cases, [(_to_document(cases[case_id]), version) for case_id, version in behind.items()]
+        )
         return cases
 
     def save(self, cases: list[Case]) -> list[Case]:
@@ -50,17 +51,18 @@ class CaseRepository:
             return []
         states = [{**_to_document(case), "version": case.version + 1} for case in cases]
         claims = [
-            {"_id": _claim_id(case.case_id, state["version"]), "case_id": case.case_id, "state": state}
+            {"_id": claim_id(case.case_id, state["version"]), "case_id": case.case_id, "state": state}
             for case, state in zip(cases, states, strict=True)
         ]
         taken = insert_new(self._changes, claims)
         lost = {claim["case_id"] for claim in claims if claim["_id"] in taken}
-        self._write(
+        write_over(
+            self._cases,
             [
                 (state, case.version)
                 for case, state in zip(cases, states, strict=True)
                 if case.case_id not in lost
-            ]
+            ],
         )
         for case in cases:
             if case.case_id not in lost:
@@ -80,7 +82,7 @@ class CaseRepository:
         ahead = dict(cases)
         while ahead:
             claims = find_by_ids(
-                self._changes, (_claim_id(case_id, case.version + 1) for case_id, case in ahead.items())
+                self._changes, (claim_id(case_id, case.version + 1) for case_id, case in ahead.items())
             )
             ahead = {claim["case_id"]: _from_document(claim["state"]) for claim in claims}
             cases.update(ahead)
@@ -88,25 +90,6 @@ class CaseRepository:
             case_id: version for case_id, version in written.items() if cases[case_id].version != version
         }
         return cases, behind
-
-    def _write(self, states: list[tuple[dict[str, Any], int]]) -> None:
-        """Write each state over the document still at the previous version (only the winner of
-        the change's claim writes it, and writing the same state twice changes nothing)."""
-        if states:
-            self._cases.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": state["_id"], "version": previous},
-                        {"$set": {key: value for key, value in state.items() if key != "_id"}},
-                    )
-                    for state, previous in states
-                ],
-                ordered=False,
-            )
-
-
-def _claim_id(case_id: str, version: int) -> str:
-    return f"{case_id}:{version}"
 
 
 def _to_document(case: Case) -> dict[str, Any]:

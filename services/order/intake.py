@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from shared.contracts.base import ORDER_ID_PATTERN, derive_id
+from shared.contracts.base import ORDER_ID_PATTERN, REQUEST_ID_PATTERN, derive_id
 from shared.contracts.intake import OrderSubmission
 from shared.contracts.requests import (
     REQUEST_BODIES,
-    REQUEST_ID_PATTERN,
     AmendBody,
     CancelBody,
     OrderRequest,

@@ -6,16 +6,15 @@ applied, so a redelivered one changes nothing twice, and the CLI waits until its
 
 from __future__ import annotations
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import Field, model_validator
 
-from shared.contracts.base import Message
-from shared.contracts.intake import CUSTOMER_ID_PATTERN
+from shared.contracts.base import CustomerId, CustomerName, Message, Phone, SubmittedEmail
 
 DETAILS = ("name", "email", "phone", "address")
 
 
 class _CustomerCommand(Message):
-    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN)
+    customer_id: CustomerId
 
     @property
     def correlation_id(self) -> str:
@@ -25,9 +24,9 @@ class _CustomerCommand(Message):
 class UpdateCustomer(_CustomerCommand):
     """Set the details given (None leaves one as it is); creates the customer if it has no record."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    email: EmailStr | None = None
-    phone: str | None = Field(default=None, min_length=1, max_length=50)
+    name: CustomerName | None = None
+    email: SubmittedEmail | None = None  # as on the intake: README, `orderflow customers set`
+    phone: Phone | None = None
     address: str | None = Field(default=None, min_length=1, max_length=500)
 
     @model_validator(mode="after")

@@ -1,6 +1,9 @@
 """Public events on the `orderflow.events` topic exchange; the routing key is the event type.
 
-Money is a decimal string here, as at every public edge.
+Money is a decimal string here, as at every public edge. Ids and addresses have the shapes of
+`shared/contracts/base.py`, checked as the intake checks them: the notification worker mails the
+customer an event names, so a forged or malformed event (a list of recipients, a CR/LF in an
+address or an id that goes into a header) is dead-lettered, not mailed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.contracts.base import new_id, utcnow
+from shared.contracts.base import (
+    CaseId,
+    CustomerId,
+    CustomerName,
+    EmailAddress,
+    MessageId,
+    OrderId,
+    Phone,
+    RequestId,
+    Sku,
+    new_id,
+    utcnow,
+)
 from shared.contracts.versions import upcast
 from shared.errors import InvalidMessage
 
@@ -20,7 +35,7 @@ from shared.errors import InvalidMessage
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    event_id: str = Field(default_factory=new_id)
+    event_id: MessageId = Field(default_factory=new_id)
     type: str
     schema_version: int = 1
     occurred_at: datetime = Field(default_factory=utcnow)
@@ -33,16 +48,16 @@ class Event(BaseModel):
 class EventCustomer(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    customer_id: str
-    name: str
-    email: str
-    phone: str | None = None
+    customer_id: CustomerId
+    name: CustomerName
+    email: EmailAddress
+    phone: Phone | None = None
 
 
 class EventLine(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    sku: str
+    sku: Sku
     quantity: int
     unit_price: str | None = None
     line_total: str | None = None
@@ -63,7 +78,7 @@ class OrderStatusChanged(Event):
         "order.cancelled",
         "order.rejected",
     ]
-    order_id: str
+    order_id: OrderId
     status: OrderStatusName
     reason: str | None = None
     errors: list[str] = Field(default_factory=list)
@@ -80,7 +95,7 @@ class OrderRefunded(Event):
     """`order.refunded`: money captured for the order went back to the customer (`amount`)."""
 
     type: Literal["order.refunded"] = "order.refunded"
-    order_id: str
+    order_id: OrderId
     status: OrderStatusName
     reason: str | None = None
     amount: str
@@ -90,7 +105,7 @@ class OrderRefunded(Event):
     # What the refund was for: "cancel" (the order was cancelled), "amend" (an amendment lowered
     # its total), "return" or "exchange" (a support case), with the request's id.
     cause: str = "cancel"
-    request_id: str | None = None
+    request_id: RequestId | None = None
 
 
 class OrderChanged(Event):
@@ -99,10 +114,10 @@ class OrderChanged(Event):
     that came back and went out; `amount` what moved: charged if positive, refunded if negative."""
 
     type: Literal["order.amended", "order.returned", "order.exchanged"]
-    order_id: str
+    order_id: OrderId
     status: OrderStatusName
-    request_id: str
-    case_id: str | None = None
+    request_id: RequestId
+    case_id: CaseId | None = None
     items: list[EventLine] = Field(default_factory=list)
     total: str | None  # None: a pending order, not priced yet (its payment details changed)
     previous_total: str | None
@@ -126,12 +141,12 @@ class OrderRequestRejected(Event):
         "order.return_rejected",
         "order.exchange_rejected",
     ]
-    order_id: str
-    request_id: str
+    order_id: OrderId
+    request_id: RequestId
     status: OrderStatusName | None = None
     reason: str
     detail: str
-    case_id: str | None = None
+    case_id: CaseId | None = None
     customer: EventCustomer | None = None
 
 
@@ -139,7 +154,7 @@ class LowStock(Event):
     """Available stock of a SKU fell below its threshold."""
 
     type: Literal["stock.low"] = "stock.low"
-    sku: str
+    sku: Sku
     name: str
     available: int
     threshold: int
@@ -150,8 +165,8 @@ class SupportEvent(Event):
     is what was said (the question, the answer, the closing note)."""
 
     type: Literal["support.opened", "support.answered", "support.closed"]
-    case_id: str
-    order_id: str
+    case_id: CaseId
+    order_id: OrderId
     kind: Literal["question", "return", "exchange"]
     status: str
     text: str | None = None

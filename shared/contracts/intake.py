@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.base import ORDER_ID_PATTERN, SKU_PATTERN
+from shared.contracts.base import CustomerId, CustomerName, OrderId, Phone, Sku, SubmittedEmail
 
 MAX_LINES = 100
 MAX_UNITS_PER_SKU = 10_000
-CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
 
 
 def units_per_sku(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -35,15 +34,15 @@ class _Strict(BaseModel):
 
 
 class Customer(_Strict):
-    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN)
-    name: str = Field(min_length=1, max_length=200)
-    email: EmailStr
-    phone: str | None = Field(default=None, min_length=1, max_length=50)
+    customer_id: CustomerId
+    name: CustomerName
+    email: SubmittedEmail
+    phone: Phone | None = None
     address: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class OrderLine(_Strict):
-    sku: str = Field(pattern=SKU_PATTERN)
+    sku: Sku
     quantity: int = Field(ge=1, le=MAX_UNITS_PER_SKU)
 
 
@@ -56,7 +55,7 @@ class OrderSubmission(_Strict):
     """An order as an upstream system submits it. Prices are never taken from here."""
 
     schema_version: int = 1  # the current version (shared/contracts/versions.py); upstreams may omit it
-    order_id: str = Field(pattern=ORDER_ID_PATTERN)
+    order_id: OrderId
     customer: Customer
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     payment: PaymentDetails

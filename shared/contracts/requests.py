@@ -12,17 +12,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import OrderMessage
+from shared.contracts.base import CaseId, OrderId, OrderMessage, RequestId
 from shared.contracts.intake import MAX_LINES, OrderLine, PaymentDetails, _Strict
 
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 CUSTOMER_REQUEST = "customer_request"
 
 
 class _Request(_Strict):
     schema_version: int = 1  # the current version (shared/contracts/versions.py); upstreams may omit it
-    order_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    order_id: OrderId
+    request_id: RequestId | None = None
 
 
 class CancelBody(_Request):
@@ -66,7 +65,7 @@ class OrderRequest(OrderMessage):
     carrier: str | None = None
     tracking: str | None = None
     # A return or an exchange, approved on a support case: the units returned, and the replacement.
-    case_id: str | None = None
+    case_id: CaseId | None = None
     returned: list[OrderLine] = Field(default_factory=list)
     replacement: list[OrderLine] = Field(default_factory=list)
 
@@ -75,7 +74,7 @@ class CaseSettled(OrderMessage):
     """The order worker to its support desk: the return or exchange approved on a case is done
     (`outcome` "done", with the amount refunded or charged) or was refused (with the reason)."""
 
-    case_id: str
+    case_id: CaseId
     outcome: Literal["done", "refused"]
     reason: str | None = None  # a word: out_of_stock, not_in_order, ...
     detail: str | None = None  # a sentence

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.base import Message, MinorUnits, OrderMessage, Quantity, Sku
+from shared.contracts.base import Message, MessageId, MinorUnits, OrderKey, OrderMessage, Quantity, Sku
 from shared.contracts.versions import upcaster
 
 
@@ -32,10 +32,12 @@ class PricedLine(StockLine):
 
 
 Partition = Annotated[int, Field(ge=0)]
-# Whose units a stock command or reply is about: the order's own (None), or a change's.
-Hold = Annotated[str | None, Field(default=None, max_length=200)]
-# The idempotency key of a charge: the order's own (None: the order id), or a change's.
-PaymentKey = Annotated[str | None, Field(default=None, max_length=200)]
+# Whose units a stock command or reply is about: the order's own (None), or a change's
+# (`<order id>/change/<n>`).
+Hold = Annotated[OrderKey | None, Field(default=None)]
+# The idempotency key of a charge: the order's own (None: the order id), or a change's
+# (`<order id>/change/<n>`).
+PaymentKey = Annotated[OrderKey | None, Field(default=None)]
 
 
 # Inventory commands ---------------------------------------------------------------------------
@@ -108,7 +110,7 @@ class StockReserved(OrderMessage):
 class StockReservationFailed(OrderMessage):
     partition: Partition = 0
     reason: Literal["out_of_stock", "unknown_sku"]
-    skus: list[str]
+    skus: list[Sku]
     hold: Hold = None
 
 
@@ -121,7 +123,7 @@ class StockReturned(OrderMessage):
     """The units of a ReturnStock are available again; `returned` is that command's message id."""
 
     partition: Partition = 0
-    returned: str
+    returned: MessageId
 
 
 class StockStillHeld(OrderMessage):
@@ -175,7 +177,7 @@ class RefundPayment(OrderMessage):
 class RefundPart(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    key: str  # the charge's idempotency key
+    key: OrderKey  # the charge's idempotency key: the order id, or a change's
     amount: int = Field(ge=1)
 
 
@@ -183,7 +185,7 @@ class RefundAmount(OrderMessage):
     """Refund part of what was captured for the order, charge by charge; `refund_key` is the
     refund's idempotency key (each part is refunded once under it)."""
 
-    refund_key: str = Field(min_length=1, max_length=200)
+    refund_key: OrderKey  # `<order id>/change/<n>/refund`
     parts: list[RefundPart] = Field(min_length=1)
 
 
@@ -212,7 +214,7 @@ class PaymentRefunded(OrderMessage):
     schema_version: int = 2
     amount: MinorUnits
     key: PaymentKey = None
-    refund_key: PaymentKey = None
+    refund_key: OrderKey | None = None
 
 
 # Versions. The last release added optional fields only (`hold` on stock messages, `key` on payment

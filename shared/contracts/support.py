@@ -12,17 +12,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import OrderMessage
+from shared.contracts.base import CaseId, OrderMessage
 from shared.contracts.intake import MAX_LINES, OrderLine
 
-CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 MAX_TEXT = 4000
 
 CaseKindName = Literal["question", "return", "exchange"]
 
 
 class _CaseCommand(OrderMessage):
-    case_id: str = Field(pattern=CASE_ID_PATTERN)
+    case_id: CaseId
 
 
 class OpenCase(_CaseCommand):

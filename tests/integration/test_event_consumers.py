@@ -105,6 +105,60 @@ def test_a_broken_event_goes_to_the_dead_letter_queue(settings: Settings, publis
     assert "not a valid event" in headers["x-orderflow-reason"]
 
 
+def test_a_forged_event_is_dead_lettered_with_the_reason_and_mails_no_one(
+    smtp_settings: Settings, inbox: SmtpInbox
+) -> None:
+    settings = smtp_settings
+    valid = order_event("confirmed")
+
+    def forged(order_id: str | None = None, **customer: str) -> dict:
+        """A new `order.confirmed` (an event id of its own), with what a forger changed in it."""
+        event = order_event("confirmed").model_dump(mode="json")
+        return {
+            **event,
+            "order_id": order_id or event["order_id"],
+            "customer": {**event["customer"], **customer},
+        }
+
+    injected = [
+        forged(email="alice@example.com\r\nBcc: mallory@example.net"),
+        forged(email="alice@example.com, mallory@example.net"),
+        forged(email="Mallory <mallory@example.net>"),
+        forged(email="m" * 64 + "@" + "x" * 250 + ".com"),
+        forged(order_id="A-1\r\nBcc: mallory@example.net"),  # into the subject
+    ]
+    dlq = topology.dead_letter_queue(topology.NOTIFICATION_EVENTS_QUEUE)
+    letters: list[tuple[bytes, dict]] = []
+    with (
+        running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]),
+        Publish(settings) as publisher,
+    ):
+        for body in injected:
+            publisher.raw(topology.EVENTS_EXCHANGE, "order.confirmed", json.dumps(body).encode())
+        publisher.event(valid)
+        wait_for(
+            lambda: letters.extend(queue_messages(settings.amqp_url, dlq)) or len(letters) >= len(injected),
+            what="every forged event dead-lettered",
+        )
+        wait_for(lambda: inbox.messages, what="the valid event's email")
+        wait_for(
+            lambda: queue_depth(settings.amqp_url, topology.NOTIFICATION_EVENTS_QUEUE) == 0,
+            interval=0.5,
+            what="every event to be consumed",
+        )
+    reasons = {json.loads(raw)["event_id"]: headers["x-orderflow-reason"] for raw, headers in letters}
+    assert len(reasons) == len(injected)
+    for body in injected[:4]:
+        assert "not a valid event: order.confirmed.customer.email: " in reasons[body["event_id"]]
+    assert "order.confirmed.order_id: " in reasons[injected[4]["event_id"]]
+    assert not any("mallory" in reason for reason in reasons.values()), "no forged value in a reason"
+    # Only the valid event was mailed, to its one recipient, and only it was recorded.
+    assert [(m["To"], m["Subject"]) for m in inbox.messages] == [
+        ("alice@example.com", f"Your order {valid.order_id} is confirmed")
+    ]
+    assert [n["_id"] for n in notifications(settings)] == [valid.event_id]
+
+
 def test_the_sales_report_counts_every_order_once(settings: Settings, publisher: Publish) -> None:
     confirmed = [order_event("confirmed") for _ in range(3)]
     cancelled = [

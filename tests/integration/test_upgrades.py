@@ -3,6 +3,8 @@ are handled by this one, and `orderflow migrate` upgrades the documents once."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,3 +164,42 @@ def test_migrate_upgrades_every_old_document_once(
         .endswith("nothing to migrate: every document is at its current version")
     )
     assert before == {name: list(database(settings, name).list_collection_names()) for name in ("order",)}
+
+
+def test_events_as_the_last_release_published_them_are_still_notified(settings: Settings) -> None:
+    """Ids and addresses were tightened without a version bump: everything the last release could
+    publish (git show c4fab5d:shared/contracts/events.py) is still read, none is dead-lettered."""
+    order_id = unique("U")
+    # As the CLI names them.
+    case_id, request_id = f"case-{uuid.uuid4().hex[:12]}", f"cli-{uuid.uuid4().hex[:20]}"
+    # As the intake stored it: EmailStr's normalisation (the local part keeps its case).
+    customer = {
+        "customer_id": "crm:alice@example.com",
+        "name": "Alice",
+        "email": "Alice@example.com",
+        "phone": None,
+    }
+    common = {"schema_version": 1, "occurred_at": datetime.now(UTC).isoformat(), "order_id": order_id}
+    published = [
+        {**common, "event_id": new_id(), "type": "order.confirmed", "status": "confirmed", "reason": None,
+         "errors": [], "customer": customer, "total": "25.00", "currency": "CNY", "payment_method": "alipay",
+         "items": [{"sku": "SKU-1", "quantity": 2, "unit_price": "12.50", "line_total": "25.00"}]},
+        {**common, "event_id": new_id(), "type": "order.refunded", "status": "confirmed", "reason": None,
+         "amount": "12.50", "currency": "CNY", "payment_method": "alipay", "customer": customer,
+         "cause": "return", "request_id": request_id},
+        {**common, "event_id": new_id(), "type": "support.opened", "case_id": case_id, "kind": "return",
+         "status": "open", "text": "It arrived broken.", "customer": customer},
+        {"schema_version": 1, "occurred_at": common["occurred_at"], "event_id": new_id(), "type": "stock.low",
+         "sku": "SKU-1", "name": "Blue mug", "available": 1, "threshold": 3},
+    ]  # fmt: skip
+    notifications = database(settings, "notification")["notifications"]
+    with (
+        running("notification", settings, [topology.NOTIFICATION_EVENTS_QUEUE]),
+        Publish(settings) as publish,
+    ):
+        for event in published:
+            publish.raw(topology.EVENTS_EXCHANGE, event["type"], json.dumps(event).encode())
+        wait_for(lambda: notifications.count_documents({}) == len(published), what="every event notified")
+    dlq = topology.dead_letter_queue(topology.NOTIFICATION_EVENTS_QUEUE)
+    assert queue_messages(settings.amqp_url, dlq) == []
+    assert {n["recipient"] for n in notifications.find({"order_id": order_id})} == {"Alice@example.com"}

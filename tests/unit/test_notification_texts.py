@@ -54,7 +54,7 @@ def changed(kind: str, amount: str, **extra: Any) -> OrderChanged:
 
 def refund(cause: str, customer: Any = ALICE) -> OrderRefunded:
     return OrderRefunded(
-        event_id=f"A-1:refunded:{cause}",
+        event_id=f"A-1:refunded:{cause.replace(' ', '-')}",  # an id holds no spaces; a cause may
         order_id="A-1",
         status="cancelled",
         amount="12.50",

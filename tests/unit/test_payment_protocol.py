@@ -21,7 +21,7 @@ from services.order.intake import decode_submission
 from services.payment.handlers import PaymentHandlers
 from services.payment.ledger import EntryKind
 from shared.contracts import saga
-from shared.contracts.base import Message
+from shared.contracts.base import Message, derive_id
 from shared.contracts.events import Event
 from shared.errors import TransientError
 from shared.messaging.ports import Batch
@@ -172,7 +172,7 @@ class PaymentProtocol(RuleBasedStateMachine):
                     for line in message.lines
                 ]
                 reply = saga.StockReserved(
-                    message_id=f"reserved/{message.order_id}",
+                    message_id=derive_id(message.order_id, "stock-reserved"),  # as inventory does
                     order_id=message.order_id,
                     lines=lines,
                     total=sum(line.line_total for line in lines),
@@ -180,7 +180,9 @@ class PaymentProtocol(RuleBasedStateMachine):
                 self.network.send(reply)
             case saga.ReleaseStock():
                 self.network.send(
-                    saga.StockReleased(message_id=f"released/{message.order_id}", order_id=message.order_id)
+                    saga.StockReleased(
+                        message_id=derive_id(message.order_id, "stock-released"), order_id=message.order_id
+                    )
                 )
             case saga.CommitStock():
                 pass  # sold; nothing answers a commit

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-services:  ## start RabbitMQ and the MongoDB-compatible store unless already reachable
+services: setup  ## start RabbitMQ and the MongoDB-compatible store unless already reachable
 	scripts/services.sh start
 
 services-stop:

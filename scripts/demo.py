@@ -19,7 +19,7 @@ from services.inventory import cli as inventory
 from services.order.store import OrderRepository
 from services.reporting import cli as reporting
 from services.reporting.store import SalesFacts
-from shared import store
+from shared import sandbox, store
 from shared.messaging import topology
 from shared.messaging.publisher import Outgoing
 from shared.messaging.transport import Transport
@@ -75,6 +75,10 @@ def _all_reported(recorded: dict[str, set[str]], order_ids: list[str]) -> bool:
 
 
 def main() -> int:
+    # Every worker, the CLI and the sample upstream system as the broker user of their role, as
+    # `make services` created them (the administrative URL if it did not).
+    for variable, url in sandbox.local_role_urls().items():
+        os.environ.setdefault(variable, url)
     settings = Settings()
     # Quieter workers, so the outcomes stand out; ORDERFLOW_LOG_LEVEL=INFO shows every step.
     workers = subprocess.Popen([ORDERFLOW, "run"], env={"ORDERFLOW_LOG_LEVEL": "WARNING", **os.environ})
@@ -87,7 +91,7 @@ def main() -> int:
 
         batch = sample_batch(time.strftime("%H%M%S"))
         print(f"\n== submitting {len(batch)} orders to the intake exchange")
-        transport = Transport(settings)
+        transport = Transport(settings, "upstream")
         try:
             transport.publisher.publish(
                 [

@@ -27,12 +27,27 @@ wait_for() {  # name host port seconds
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-enable_rabbitmq_metrics() {
-    # Queue depth and consumers per queue, for Prometheus, on :15692/metrics/per-object.
+enable_rabbitmq_plugins() {
+    # Queue depth and consumers per queue, for Prometheus, on :15692/metrics/per-object; and the
+    # management API on :15672, through which the role users and their permissions are loaded.
     if command -v rabbitmq-plugins >/dev/null || [ -x /usr/sbin/rabbitmq-plugins ]; then
-        PATH="$PATH:/usr/sbin" as_root rabbitmq-plugins enable --quiet rabbitmq_prometheus >/dev/null ||
-            say "warning: could not enable the rabbitmq_prometheus plugin"
+        PATH="$PATH:/usr/sbin" as_root rabbitmq-plugins enable --quiet rabbitmq_prometheus rabbitmq_management >/dev/null ||
+            say "warning: could not enable the rabbitmq_prometheus and rabbitmq_management plugins"
     fi
+}
+
+# Orderflow's exchanges, queues, one broker user per role and their permissions
+# (deploy/rabbitmq/definitions.json), each user with a password of its own: generated once, kept in
+# .services/rabbitmq-users.env as the roles' URLs (ORDERFLOW_AMQP_URL_ORDER, ...).
+USERS_ENV="$STATE_DIR/rabbitmq-users.env"
+
+load_rabbitmq_definitions() {
+    local orderflow="$PWD/.venv/bin/orderflow"
+    [ -x "$orderflow" ] || fail "run \`make setup\` first: the broker's users are set up by orderflow itself"
+    wait_for "RabbitMQ management API" $AMQP_HOST 15672 60 || fail "RabbitMQ's management API did not start on :15672"
+    ORDERFLOW_AMQP_URL="amqp://guest:guest@$AMQP_HOST:$AMQP_PORT/%2F" "$orderflow" broker setup \
+        --definitions "$PWD/deploy/rabbitmq/definitions.json" --env-file "$USERS_ENV" |
+        sed 's/^/services: /'
 }
 
 # Orderflow's broker settings (max_message_size): installed where RabbitMQ reads extra configuration
@@ -73,8 +88,9 @@ start_rabbitmq() {
     install_rabbitmq_config
     if reachable $AMQP_HOST $AMQP_PORT; then
         say "RabbitMQ already accepts connections on $AMQP_HOST:$AMQP_PORT"
-        enable_rabbitmq_metrics
+        enable_rabbitmq_plugins
         apply_rabbitmq_config
+        load_rabbitmq_definitions
         return
     fi
     export PATH="$PATH:/usr/sbin"
@@ -83,8 +99,9 @@ start_rabbitmq() {
     wait_for RabbitMQ $AMQP_HOST $AMQP_PORT 120 || fail "RabbitMQ did not accept connections within 120 s (see /var/log/rabbitmq)"
     # The port opens before the broker is fully booted; wait until it answers.
     as_root rabbitmqctl await_startup --timeout 120 >/dev/null || fail "RabbitMQ did not finish booting"
-    enable_rabbitmq_metrics
-    say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT (metrics on :15692)"
+    enable_rabbitmq_plugins
+    load_rabbitmq_definitions
+    say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT (metrics on :15692, management on :15672)"
 }
 
 # The store is built from the module source with our patch applied (scripts/ferretdb/): its name

@@ -193,6 +193,35 @@ def build_parser() -> argparse.ArgumentParser:
     topology.add_parser(
         "upgrade", help="redeclare idle queues an older release declared with other arguments"
     )
+    topology.add_parser("declare", help="declare every exchange and queue of Orderflow, as the operator")
+    topology.add_parser(
+        "definitions", help="print the broker definitions (topology, role users, permissions) as JSON"
+    )
+
+    broker = commands.add_parser("broker", help="the broker's users and permissions").add_subparsers(
+        dest="action", required=True
+    )
+    broker_setup = broker.add_parser(
+        "setup", help="load the definitions into the broker and give each role user its password"
+    )
+    broker_setup.add_argument(
+        "--management-url",
+        help="RabbitMQ's management API, as an administrator (default: ORDERFLOW_AMQP_URL's user, :15672)",
+    )
+    broker_setup.add_argument(
+        "--definitions", type=Path, help="a definitions file (default: made from the settings)"
+    )
+    broker_credentials = broker_setup.add_mutually_exclusive_group(required=True)
+    broker_credentials.add_argument(
+        "--secrets-dir",
+        type=Path,
+        help="a directory with each role's URL in a file named ORDERFLOW_AMQP_URL_<ROLE>",
+    )
+    broker_credentials.add_argument(
+        "--env-file",
+        type=Path,
+        help="read the role URLs from this file; new roles get random passwords, written back",
+    )
 
     migrate = commands.add_parser(
         "migrate", help="rewrite every stored document older than its current schema version"
@@ -356,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        error = command_error(e, settings)
+        error = command_error(e, settings, "upstream" if args.command == "submit" else "operator")
         if error is None:
             raise  # a bug: its traceback is worth having
         if serving:
@@ -371,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[CONFIG_VARIABLE] = previous
 
 
-def command_error(error: Exception, settings: Settings | None) -> CommandError | None:
-    """What to tell a person about `error`: bad input, a bad setting, RabbitMQ or the store out of
-    reach; None for anything else (a bug). Never a password."""
+def command_error(error: Exception, settings: Settings | None, role: str = "operator") -> CommandError | None:
+    """What to tell a person about `error`: bad input, a bad setting, RabbitMQ (as `role`'s user)
+    or the store out of reach; None for anything else (a bug). Never a password."""
     import amqp.exceptions
     import kombu.exceptions
     import pydantic
@@ -381,14 +410,17 @@ def command_error(error: Exception, settings: Settings | None) -> CommandError |
 
     from shared.messaging.publisher import PublishFailed
 
-    broker = f"RabbitMQ at {masked(settings.amqp_url)}" if settings else "RabbitMQ"
+    own_url = settings is not None and getattr(settings, f"amqp_url_{role}") is not None
+    variable = f"ORDERFLOW_AMQP_URL_{role.upper()}" if own_url else "ORDERFLOW_AMQP_URL"
+    broker = f"RabbitMQ at {masked(settings.amqp_url_of(role))}" if settings else "RabbitMQ"
     store = f"the store at {masked(settings.mongo_url)}" if settings else "the store"
     reason = masked(str(error)).split(" (configured timeouts")[0] or type(error).__name__
     if isinstance(error, CommandError):
         return error
     if isinstance(error, amqp.exceptions.AccessRefused | amqp.exceptions.NotAllowed):
         refusal = getattr(error, "reply_text", None) or reason
-        return SettingError(f"{broker} refused the connection ({refusal}): check ORDERFLOW_AMQP_URL")
+        # A wrong password, or a user without the rights the command needs (another role's URL).
+        return SettingError(f"{broker} refused: {refusal}: check {variable}")
     if isinstance(error, pymongo.errors.ConfigurationError) or (
         isinstance(error, pymongo.errors.OperationFailure) and error.code == 18  # authentication
     ):
@@ -402,7 +434,7 @@ def command_error(error: Exception, settings: Settings | None) -> CommandError |
         error,
         kombu.exceptions.OperationalError | amqp.exceptions.ConnectionError | PublishFailed | OSError,
     ):
-        return ServiceUnavailable(f"cannot reach {broker} (ORDERFLOW_AMQP_URL): {reason}")
+        return ServiceUnavailable(f"cannot reach {broker} ({variable}): {reason}")
     if isinstance(error, UnicodeDecodeError):
         return UsageError(f"the input is not UTF-8 text ({reason})")
     if isinstance(error, pydantic.ValidationError):
@@ -477,9 +509,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return operations.dlq_replay(settings, args.queue, args.message_id, args.all)
         return operations.dlq_purge(settings, args.queue, args.yes)
     if args.command == "topology":
-        from services import operations
+        from services import broker_setup, operations
 
+        if args.action == "declare":
+            return operations.topology_declare(settings)
+        if args.action == "definitions":
+            return broker_setup.print_definitions(settings)
         return operations.topology_upgrade(settings)
+    if args.command == "broker":
+        from services import broker_setup
+
+        return broker_setup.setup(
+            settings, args.management_url, args.definitions, args.secrets_dir, args.env_file
+        )
     if args.command == "migrate":
         from services.migrate import migrate_all
 

@@ -30,8 +30,9 @@ class NotApplied(CommandError):
 
 
 def send(settings: Settings, *commands: Message) -> None:
-    """Send saga messages to the workers' queues, confirmed, the topology declared first."""
-    transport = Transport(settings)
+    """Send saga messages to the workers' queues as the operator, confirmed, the topology declared
+    first."""
+    transport = Transport(settings, "operator")
     try:
         transport.declare()
         transport.send(*commands)
@@ -40,8 +41,9 @@ def send(settings: Settings, *commands: Message) -> None:
 
 
 def publish(settings: Settings, *messages: Outgoing) -> None:
-    """Publish to a public exchange (the intake), confirmed, the topology declared first."""
-    transport = Transport(settings)
+    """Publish to a public exchange (the intake) as the operator, confirmed, the topology declared
+    first."""
+    transport = Transport(settings, "operator")
     try:
         transport.declare()
         transport.publisher.publish(list(messages))

@@ -1,5 +1,6 @@
 """`orderflow dlq ...`: inspect, replay and purge the dead-letter queues of every worker;
-`orderflow topology upgrade`: bring the broker's queues in line with this release."""
+`orderflow topology declare` and `upgrade`: declare the broker's exchanges and queues, or bring
+those of an older release in line with this one."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from shared.settings import Settings
 
 @contextmanager
 def _office(settings: Settings) -> Iterator[DeadLetterOffice]:
-    publisher = Publisher(settings.amqp_url)
+    publisher = Publisher(settings.amqp_url_of("operator"))
     try:
-        with Connection(settings.amqp_url) as connection:
+        with Connection(settings.amqp_url_of("operator")) as connection:
             yield DeadLetterOffice(connection, publisher, settings.inventory_partitions)
     finally:
         publisher.close()
@@ -93,9 +94,18 @@ def _agreed(action: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
+def topology_declare(settings: Settings) -> int:
+    """Declare every exchange and queue, as the operator: before the pools first start on a broker
+    that was not given the definitions file, and after changing what the topology depends on."""
+    with Connection(settings.amqp_url_of("operator")) as connection:
+        topology_of(settings).declare(connection)
+    print("declared every exchange and queue of Orderflow")
+    return 0
+
+
 def topology_upgrade(settings: Settings) -> int:
     """Bring the broker's queues in line with this release; 1 while some are left to the operator."""
-    with Connection(settings.amqp_url) as connection:
+    with Connection(settings.amqp_url_of("operator")) as connection:
         done, left = topology_of(settings).upgrade(connection)
     for line in done:
         print(line)

@@ -30,7 +30,7 @@ from pymongo.errors import PyMongoError
 from shared import logs, metrics
 from shared.errors import CommandError, SettingError
 from shared.messaging.exchanges import ConsumerThread, QueueConsumer
-from shared.messaging.topology import TopologyConflict
+from shared.messaging.topology import TopologyConflict, TopologyMissing
 from shared.messaging.transport import Transport
 from shared.settings import Settings, load_settings
 
@@ -230,7 +230,7 @@ def _when_reachable(start: Callable[[], None], stop: threading.Event, name: str)
         try:
             start()
             return True
-        except DEPENDENCY_ERRORS as e:
+        except (*DEPENDENCY_ERRORS, TopologyMissing) as e:
             log.warning("%s cannot start yet (%s); retrying in %.0f s", name, e, delay)
         except TopologyConflict as e:
             log.error("%s cannot start: %s; retrying in %.0f s", name, e, delay)

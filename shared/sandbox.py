@@ -1,7 +1,10 @@
 """A throwaway RabbitMQ vhost and database prefix, for benchmarks and tests on a local broker.
 
-Creating a vhost takes RabbitMQ's own `rabbitmqctl` (so: the broker on this machine, and the
-rights to run it); everything inside the sandbox is removed when it ends.
+On the machine's broker (`make services`), a sandbox is set up as production is: through the
+management API, Orderflow's definitions (every exchange and queue) and each role user's permissions
+on the vhost, and the roles' URLs (from `.services/rabbitmq-users.env`) pointed at it. On a node of
+a test's own, which has only its administrator, it takes `rabbitmqctl` and the administrative URL.
+Everything inside the sandbox is removed when it ends.
 """
 
 from __future__ import annotations
@@ -11,14 +14,29 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from pydantic import SecretStr
 from pymongo import MongoClient
 
-from shared.settings import Settings
+from shared.messaging import roles
+from shared.messaging.management import Management
+from shared.messaging.transport import topology_of
+from shared.settings import ROLES, Settings, split_urls
 
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+# Where `make services` writes the URL of each role's broker user on this machine.
+LOCAL_USERS_ENV = Path(__file__).resolve().parents[1] / ".services" / "rabbitmq-users.env"
+
+
+def local_role_urls() -> dict[str, str]:
+    """ORDERFLOW_AMQP_URL_<ROLE> of each role user `make services` created here, if it did."""
+    if not LOCAL_USERS_ENV.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in LOCAL_USERS_ENV.read_text().splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
 
 
 def rabbitmqctl(*args: str, node: str | None = None) -> str:
@@ -31,20 +49,50 @@ def rabbitmqctl(*args: str, node: str | None = None) -> str:
 
 @contextmanager
 def sandbox(
-    name: str, base: Settings | None = None, *, node: str | None = None, **overrides: Any
+    name: str,
+    base: Settings | None = None,
+    *,
+    node: str | None = None,
+    declared: bool = True,
+    **overrides: Any,
 ) -> Iterator[Settings]:
     """Settings with a vhost and a database prefix of their own, both removed afterwards; `node` is
-    the RabbitMQ node of `base`'s broker, if it is not this machine's default one."""
+    the RabbitMQ node of `base`'s broker, if it is not this machine's default one; `declared`: with
+    Orderflow's exchanges and queues declared on the vhost, as the definitions file declares them."""
     base = base or Settings()
     tag = uuid.uuid4().hex[:10]
     vhost = f"{name}-{tag}"
     prefix = f"{name.replace('-', '_')}_{tag}"
     parts = urlsplit(base.amqp_url)
     user = unquote(parts.username or "guest")
-    rabbitmqctl("add_vhost", vhost, node=node)
-    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*", node=node)
-    amqp_url = urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    settings = Settings(**{**base.model_dump(), "amqp_url": amqp_url, "db_prefix": prefix, **overrides})
+    in_vhost: dict[str, str | None] = {"amqp_url": _in_vhost(base.amqp_url, vhost)}
+    for role in ROLES:
+        url: SecretStr | None = getattr(base, f"amqp_url_{role}")
+        # A node of a test's own has no role users: there, every role is the administrator.
+        own = None if url is None or node else _in_vhost(url.get_secret_value(), vhost)
+        in_vhost[f"amqp_url_{role}"] = own
+    fields = {**_values(base), **in_vhost, "db_prefix": prefix, **overrides}
+    settings = Settings(**fields)
+    management = None if node else Management.beside(settings.amqp_urls()[0])
+    if management is None:
+        rabbitmqctl("add_vhost", vhost, node=node)
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*", node=node)
+    else:
+        users = {role: _user(getattr(settings, f"amqp_url_{role}")) for role in ROLES}
+        definitions = roles.definitions(topology_of(settings), vhost)
+        if not declared:  # a vhost as a broker is before Orderflow's topology is declared on it
+            for section in ("exchanges", "queues", "bindings"):
+                definitions[section] = []
+        del definitions["users"]  # they exist, with their passwords; only their permissions are new
+        granted = roles.permission_definitions(vhost, {role: u for role, u in users.items() if u})
+        definitions["permissions"] = [
+            *(p for p in granted["permissions"] if users[_role_of(p["user"], users)]),
+            {"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"},
+        ]
+        definitions["topic_permissions"] = [
+            p for p in granted["topic_permissions"] if users[_role_of(p["user"], users)]
+        ]
+        management.load_definitions(definitions)
     try:
         yield settings
     finally:
@@ -55,13 +103,39 @@ def sandbox(
                     client.drop_database(database)
         finally:
             client.close()
-            rabbitmqctl("delete_vhost", vhost, node=node)
+            if management is None:
+                rabbitmqctl("delete_vhost", vhost, node=node)
+            else:
+                management.delete_vhost(vhost)
+
+
+def _in_vhost(urls: str, vhost: str) -> str:
+    """`urls` (one or several nodes) on `vhost`."""
+    return ",".join(
+        urlunsplit(urlsplit(url)._replace(path="/" + quote(vhost, safe=""))) for url in split_urls(urls)
+    )
+
+
+def _user(url: SecretStr | None) -> str | None:
+    return None if url is None else unquote(urlsplit(split_urls(url.get_secret_value())[0]).username or "")
+
+
+def _role_of(user: str, users: dict[str, str | None]) -> str:
+    return next(role for role, name in users.items() if name == user)
+
+
+def _values(settings: Settings) -> dict[str, Any]:
+    """The settings' values as given, secrets revealed."""
+    return {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in settings.model_dump().items()
+    }
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """The ORDERFLOW_* variables that give a worker process these settings."""
+    """The ORDERFLOW_* variables that give a worker process these settings, whatever it inherits:
+    a setting that is unset is given empty, which counts as unset."""
     return {
-        f"ORDERFLOW_{name.upper()}": str(value)
-        for name, value in settings.model_dump().items()
-        if value is not None
+        f"ORDERFLOW_{name.upper()}": "" if value is None else str(value)
+        for name, value in _values(settings).items()
     }

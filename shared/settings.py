@@ -10,11 +10,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, FilePath, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -23,15 +24,46 @@ from shared import money
 from shared.errors import SettingError
 
 SERVICES = ("order", "inventory", "payment", "notification", "reporting")
+# Who connects to RabbitMQ, each as a user of its own (shared/messaging/roles.py): upstream systems,
+# the five worker pools, outside subscribers to events, and operators (the CLI).
+ROLES = ("upstream", *SERVICES, "subscriber", "operator")
 
 
 class Settings(BaseSettings):
     """Everything a worker or the CLI needs to know about its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ORDERFLOW_", frozen=True)
+    # An empty variable is an unset one: a process started with ORDERFLOW_AMQP_URL_ORDER="" uses
+    # the administrative URL, whatever the environment it inherits says.
+    model_config = SettingsConfigDict(env_prefix="ORDERFLOW_", frozen=True, env_ignore_empty=True)
 
+    # The broker and the store as an administrator sees them: the URL of every role (and every
+    # worker's store) whose own is not set. Several URLs, separated by commas or semicolons, are
+    # nodes of one cluster, tried in turn.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     mongo_url: str = "mongodb://127.0.0.1:27017/"
+    # Each role's own broker user (ORDERFLOW_AMQP_URL_ORDER, ...), secrets: never shown or logged.
+    amqp_url_upstream: SecretStr | None = None
+    amqp_url_order: SecretStr | None = None
+    amqp_url_inventory: SecretStr | None = None
+    amqp_url_payment: SecretStr | None = None
+    amqp_url_notification: SecretStr | None = None
+    amqp_url_reporting: SecretStr | None = None
+    amqp_url_subscriber: SecretStr | None = None
+    amqp_url_operator: SecretStr | None = None
+    # Each worker's own store user, allowed its own database only (ORDERFLOW_MONGO_URL_ORDER, ...).
+    mongo_url_order: SecretStr | None = None
+    mongo_url_inventory: SecretStr | None = None
+    mongo_url_payment: SecretStr | None = None
+    mongo_url_notification: SecretStr | None = None
+    mongo_url_reporting: SecretStr | None = None
+
+    # Classic queues on a single broker; quorum queues, replicated on a cluster's nodes, survive
+    # losing a node. Unset: quorum when a broker URL names several nodes, classic otherwise.
+    # Changing it needs `orderflow topology upgrade` with the queues drained.
+    queue_type: Literal["classic", "quorum"] | None = None
+    # A message delivered this many times without being settled (its consumer died with it, again
+    # and again) is a poison message: quorum queues dead-letter it with the reason.
+    delivery_limit: int = Field(default=20, ge=1)
     db_prefix: str = Field(default="orderflow", pattern=r"^[A-Za-z0-9_-]{1,40}$")
 
     # An ISO 4217 code: its minor unit (0 decimals for JPY, 2 for CNY, 3 for KWD) is what amounts count.
@@ -104,7 +136,9 @@ class Settings(BaseSettings):
         """The environment wins over the configuration file, the file over the defaults."""
         path = config_file()
         in_file = () if path is None else (ConfigFile(settings_cls, path),)
-        return init_settings, env_settings, dotenv_settings, file_secret_settings, *in_file
+        secrets = os.environ.get(SECRETS_VARIABLE)
+        in_secrets = () if not secrets else (SecretsSettingsSource(settings_cls, secrets_dir=secrets),)
+        return init_settings, env_settings, dotenv_settings, *in_secrets, *in_file
 
     @field_validator("currency")
     @classmethod
@@ -115,12 +149,49 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_url(cls, url: str) -> str:
-        return _url(url, ("amqp", "amqps"), "amqp://user:password@host:5672/vhost")
+        _amqp_nodes(url)
+        return url
 
     @field_validator("mongo_url")
     @classmethod
     def _mongo_url(cls, url: str) -> str:
-        return _url(url, ("mongodb", "mongodb+srv"), "mongodb://host:27017/")
+        return _url(url, ("mongodb", "mongodb+srv"), MONGO_EXAMPLE)
+
+    @field_validator(*(f"amqp_url_{role}" for role in ROLES))
+    @classmethod
+    def _role_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            _amqp_nodes(url.get_secret_value())
+        return url
+
+    @field_validator(*(f"mongo_url_{service}" for service in SERVICES))
+    @classmethod
+    def _service_mongo_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            _url(url.get_secret_value(), ("mongodb", "mongodb+srv"), MONGO_EXAMPLE)
+        return url
+
+    def amqp_urls(self, role: str | None = None) -> list[str]:
+        """The broker nodes `role` connects to, as its own user (the administrative URL's if it has
+        none of its own, or if `role` is None)."""
+        own: SecretStr | None = getattr(self, f"amqp_url_{role}") if role is not None else None
+        return split_urls(own.get_secret_value() if own is not None else self.amqp_url)
+
+    def amqp_url_of(self, role: str | None = None) -> str:
+        """`amqp_urls(role)` as one string, as kombu and dramatiq take a list of nodes to fail over."""
+        return ";".join(self.amqp_urls(role))
+
+    def mongo_url_of(self, service: str | None = None) -> str:
+        """The store as `service`'s own user sees it (the administrative URL if it has none)."""
+        own: SecretStr | None = getattr(self, f"mongo_url_{service}") if service is not None else None
+        return own.get_secret_value() if own is not None else self.mongo_url
+
+    @property
+    def quorum_queues(self) -> bool:
+        """Whether queues are quorum queues: as set, or, unset, when the broker has several nodes."""
+        if self.queue_type is not None:
+            return self.queue_type == "quorum"
+        return any(len(self.amqp_urls(role)) > 1 for role in (None, *ROLES))
 
     @field_validator("smtp_url")
     @classmethod
@@ -158,8 +229,14 @@ METRICS_PORTS = {"order": 9101, "inventory": 9102, "payment": 9103, "notificatio
 
 
 CONFIG_VARIABLE = "ORDERFLOW_CONFIG"
+# A directory of files, each named as a variable (ORDERFLOW_AMQP_URL_ORDER) and holding its value:
+# how containers get their secrets (/run/secrets), below the environment and above the file.
+SECRETS_VARIABLE = "ORDERFLOW_SECRETS_DIR"
 
-Origin = Literal["default", "file", "environment"]
+AMQP_EXAMPLE = "amqp://user:password@host:5672/vhost"
+MONGO_EXAMPLE = "mongodb://host:27017/"
+
+Origin = Literal["default", "file", "secrets", "environment"]
 
 
 class ConfigFile(TomlConfigSettingsSource):
@@ -195,12 +272,17 @@ def config_file() -> Path | None:
 def origins() -> dict[str, Origin]:
     """Where each setting comes from: the environment, the configuration file, or its default."""
     from_environment = EnvSettingsSource(Settings)()
+    secrets = os.environ.get(SECRETS_VARIABLE)
+    from_secrets = SecretsSettingsSource(Settings, secrets_dir=secrets)() if secrets else {}
     path = config_file()
     from_file = ConfigFile(Settings, path).toml_data if path is not None else {}
-    return {
-        name: "environment" if name in from_environment else "file" if name in from_file else "default"
-        for name in Settings.model_fields
-    }
+
+    def origin(name: str) -> Origin:
+        if name in from_environment:
+            return "environment"
+        return "secrets" if name in from_secrets else "file" if name in from_file else "default"
+
+    return {name: origin(name) for name in Settings.model_fields}
 
 
 def load_settings() -> Settings:
@@ -242,6 +324,19 @@ def _masked_url(match: re.Match[str]) -> str:
     if ":" not in user:
         return url
     return f"{scheme}{separator}{user.split(':', 1)[0]}:***@{host}"
+
+
+def _amqp_nodes(urls: str) -> None:
+    nodes = split_urls(urls)
+    for each in nodes:
+        _url(each, ("amqp", "amqps"), AMQP_EXAMPLE)
+    if len({node.partition("://")[0].lower() for node in nodes}) > 1:
+        raise ValueError("mixes amqp:// and amqps:// nodes: reach every node of a cluster the same way")
+
+
+def split_urls(urls: str) -> list[str]:
+    """The URLs of a setting that names several nodes: separated by commas, semicolons or spaces."""
+    return [url for url in re.split(r"[,;\s]+", urls) if url]
 
 
 def _url(url: str, schemes: tuple[str, ...], example: str) -> str:

@@ -21,10 +21,11 @@ OPERATION_TIMEOUT_MS = 60_000
 DUPLICATE_KEY = 11000
 
 
-def connect(settings: Settings) -> MongoClient:
-    """A client that connects lazily; operations fail after a few seconds if the store is down."""
+def connect(settings: Settings, service: str | None = None) -> MongoClient:
+    """A client that connects lazily, as `service`'s own store user if it has one (else with the
+    administrative URL, as the CLI does); operations fail after a few seconds if the store is down."""
     return MongoClient(
-        settings.mongo_url,
+        settings.mongo_url_of(service),
         tz_aware=True,
         appname="orderflow",
         serverSelectionTimeoutMS=DEFAULT_TIMEOUT_MS,

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
+
+from shared import sandbox
+
+# The whole suite runs as production does: each worker, the CLI and the tests' own publishers and
+# subscribers as the broker user of their role (`make services` creates them), unless the
+# environment names other URLs.
+for variable, url in sandbox.local_role_urls().items():
+    os.environ.setdefault(variable, url)
 
 _FIGURES: list[str] = []
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from kombu import Connection, Consumer, Queue, binding
+from kombu import Connection, Consumer, Exchange, Queue, binding
 
 from shared import sandbox
 from shared.contracts.base import Message
@@ -50,12 +50,12 @@ def wait_for(check: Callable[[], T], *, timeout: float = 30.0, interval: float =
 
 @contextmanager
 def isolated_settings(
-    *, base: Settings | None = None, node: str | None = None, **overrides: Any
+    *, base: Settings | None = None, node: str | None = None, declared: bool = True, **overrides: Any
 ) -> Iterator[Settings]:
     """Settings with a RabbitMQ vhost and a database prefix of their own, removed afterwards; on the
     broker and store of `base` (RabbitMQ node `node`), if given, else the local ones."""
     with sandbox.sandbox(
-        "t", base, node=node, min_backoff_ms=50, max_backoff_ms=500, **overrides
+        "t", base, node=node, declared=declared, min_backoff_ms=50, max_backoff_ms=500, **overrides
     ) as settings:
         yield settings
 
@@ -69,6 +69,8 @@ class Publish:
     def __init__(self, settings: Settings) -> None:
         self.transport = Transport(settings)
         self.transport.declare()
+        # Orders and requests go in as an upstream system's would: as its broker user, if it has one.
+        self.upstream = Transport(settings, "upstream")
 
     def raw(
         self, exchange: str, routing_key: str, body: bytes, content_type: str | None = "application/json"
@@ -89,12 +91,23 @@ class Publish:
     def order(self, order: dict[str, Any] | bytes, content_type: str | None = "application/json") -> None:
         """To the intake exchange, as an upstream system does."""
         body = order if isinstance(order, bytes) else json.dumps(order).encode()
-        self.raw(topology.INTAKE_EXCHANGE, topology.INTAKE_ROUTING_KEY, body, content_type)
+        self.upstream.publisher.publish(
+            [
+                Outgoing(
+                    topology.INTAKE_EXCHANGE,
+                    topology.INTAKE_ROUTING_KEY,
+                    body,
+                    content_type=content_type,
+                    content_encoding=None if content_type is None else "utf-8",
+                    mandatory=False,
+                )
+            ]
+        )
 
     def request(self, kind: str, body: dict[str, Any] | bytes, message_id: str | None = None) -> None:
         """A request about a placed order (`order.<kind>`) to the intake exchange."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.transport.publisher.publish(
+        self.upstream.publisher.publish(
             [
                 Outgoing(
                     topology.INTAKE_EXCHANGE,
@@ -117,6 +130,7 @@ class Publish:
 
     def close(self) -> None:
         self.transport.close()
+        self.upstream.close()
 
     def __enter__(self) -> Publish:
         return self
@@ -163,8 +177,11 @@ class EventCollector:
     def __init__(self, amqp_url: str) -> None:
         self.events: list[dict[str, Any]] = []
         self._url = amqp_url
+        # Named and bound as the subscriber role may (its own `subscriber.*` queues, the events
+        # exchange only looked up): with the subscriber's URL, it subscribes as one would.
+        events = Exchange(topology.EVENTS_EXCHANGE, type="topic", passive=True)
         self._queue = Queue(
-            unique("test-events"), bindings=[binding(topology.EVENTS, routing_key="#")], durable=True
+            f"subscriber.{unique('test-events')}", bindings=[binding(events, routing_key="#")], durable=True
         )
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -187,7 +204,6 @@ class EventCollector:
             connection = Connection(self._url)
             try:
                 with connection, connection.channel() as channel:
-                    topology.EVENTS.bind(channel).declare()
                     self._queue.bind(channel).declare()
                     with Consumer(
                         channel, queues=[self._queue], callbacks=[self._on_message], accept=["json"]

@@ -184,7 +184,7 @@ def running_system(
             for service, count in pools.items():
                 for _ in range(count):
                     workers.start(service)
-            with EventCollector(settings.amqp_url) as events, Publish(settings) as publish:
+            with EventCollector(settings.amqp_url_of("subscriber")) as events, Publish(settings) as publish:
                 system = System(settings, env, workers, events, inbox, publish)
                 for service, count in pools.items():
                     system.wait_until_consuming(service, count)

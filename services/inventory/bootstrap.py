@@ -19,9 +19,9 @@ STOCK_LEVELS_INTERVAL_SECONDS = 5.0
 
 
 def bootstrap(settings: Settings) -> WorkerApp:
-    client = store.connect(settings)
+    client = store.connect(settings, "inventory")
     db = store.database(client, settings, "inventory")
-    transport = Transport(settings)
+    transport = Transport(settings, "inventory")
     handlers = InventoryHandlers(
         CachedProducts(ProductRepository(db)),
         ReservationRepository(db),

@@ -13,7 +13,7 @@ from shared.settings import Settings
 
 
 def bootstrap(settings: Settings) -> WorkerApp:
-    client = store.connect(settings)
+    client = store.connect(settings, "notification")
     notifications = NotificationRepository(store.database(client, settings, "notification"))
     mailer = (
         SmtpMailer(settings.smtp_url, settings.mail_from, ca_file=settings.smtp_ca_file)
@@ -26,7 +26,7 @@ def bootstrap(settings: Settings) -> WorkerApp:
         operators=settings.operator_email,
         lease_seconds=settings.notification_lease_seconds,
     )
-    transport = Transport(settings)
+    transport = Transport(settings, "notification")
     return WorkerApp(
         "notification",
         settings,

@@ -29,12 +29,12 @@ TIMER_FLUSH_SECONDS = 1.0
 
 
 def bootstrap(settings: Settings) -> WorkerApp:
-    client = store.connect(settings)
+    client = store.connect(settings, "order")
     partition_of = partial(topology.partition_of, partitions=settings.inventory_partitions)
     orders = RecentOrders(OrderRepository(store.database(client, settings, "order"), partition_of))
     customers = CustomerBook(store.database(client, settings, "order"))
-    transport = Transport(settings)
-    probe = RabbitQueueProbe(settings.amqp_url)
+    transport = Transport(settings, "order")
+    probe = RabbitQueueProbe(transport.amqp_url)
     handlers = OrderHandlers(
         orders,
         transport.outbox,

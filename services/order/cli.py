@@ -42,7 +42,7 @@ def split_submissions(text: str) -> list[bytes]:
 def submit(settings: Settings, source: str) -> int:
     text = sys.stdin.read() if source == "-" else Path(source).read_text()
     bodies = split_submissions(text)
-    transport = Transport(settings)
+    transport = Transport(settings, "upstream")  # as an upstream system would
     try:
         transport.declare()
         for start in range(0, len(bodies), SUBMIT_BATCH):

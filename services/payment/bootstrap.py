@@ -15,14 +15,14 @@ from shared.settings import Settings
 
 
 def bootstrap(settings: Settings) -> WorkerApp:
-    client = store.connect(settings)
+    client = store.connect(settings, "payment")
     # The simulated providers keep their ledger apart from the payment worker's own database.
     books = client[f"{settings.db_prefix}_simulated_gateway"]
     gateways = {
         method.value: SimulatedGateway(method.value, books, delay_seconds=settings.sim_gateway_delay)
         for method in PaymentMethod
     }
-    transport = Transport(settings)
+    transport = Transport(settings, "payment")
     db = store.database(client, settings, "payment")
     ledger = PaymentLedger(db)
     handlers = PaymentHandlers(

@@ -12,10 +12,10 @@ from shared.settings import Settings
 
 
 def bootstrap(settings: Settings) -> WorkerApp:
-    client = store.connect(settings)
+    client = store.connect(settings, "reporting")
     facts = SalesFacts(store.database(client, settings, "reporting"))
     handlers = ReportingHandlers(facts, settings.currency)
-    transport = Transport(settings)
+    transport = Transport(settings, "reporting")
     return WorkerApp(
         "reporting",
         settings,

@@ -124,7 +124,7 @@ class DeadLetter:
         if self.is_saga_message:
             body = _without_failure_options(self.body)
         return Outgoing(
-            "",
+            topology.exchange_to(self.source),
             self.source,
             body,
             content_type=properties.pop("content_type", None),

@@ -67,14 +67,16 @@ class _QueueSource:
 
     def retry(self, received: Sequence[Received[Any]], attempt: int, delay_ms: int) -> list[Outgoing]:
         return [
-            item.raw.send_on(topology.delay_exchange(delay_ms), self.queue, {ATTEMPTS_HEADER: attempt})
+            item.raw.send_on(
+                topology.exchange_to(self.queue, delay_ms), self.queue, {ATTEMPTS_HEADER: attempt}
+            )
             for item in received
         ]
 
     def dead_letter(self, received: Received[Any], reason: str) -> Outgoing:
         inbound: InboundMessage = received.raw
         return inbound.send_on(
-            "",
+            topology.exchange_to(self.queue),
             topology.dead_letter_queue(self.queue),
             dead_letter_headers(self.queue, inbound.routing_key, reason),
         )

@@ -17,23 +17,26 @@ from shared.contracts.base import Message
 from shared.contracts.events import Event
 from shared.messaging import routes, topology
 from shared.messaging.publisher import Outgoing
+from shared.messaging.topology import Topology, owner_of
 
 
 class UndeclaredDelay(ValueError):
-    """A delay no delay queue was declared for (the topology declares every delay the settings use)."""
+    """A delay no delay queue was declared for (the topology declares every delay the settings use,
+    for the pools that use it)."""
 
 
 class Outbox:
     """Collects what handlers send (CommandSender) and publish (EventSink), per thread."""
 
-    def __init__(self, delays: frozenset[int] = frozenset()) -> None:
-        self._delays = delays
+    def __init__(self, topology: Topology | None = None) -> None:
+        self._topology = topology or Topology()
         self._local = threading.local()
 
     def send(self, message: Message, delay: timedelta | None = None) -> None:
         milliseconds = 0 if delay is None else round(delay.total_seconds() * 1000)
-        if milliseconds and milliseconds not in self._delays:
-            raise UndeclaredDelay(f"no delay queue of {milliseconds} ms is declared")
+        pool = owner_of(routes.queue_of(message))
+        if milliseconds and milliseconds not in self._topology.delays_of(pool):
+            raise UndeclaredDelay(f"no delay queue of {milliseconds} ms is declared for the {pool} pool")
         self._buffer()[1].append((message, milliseconds))
 
     def publish(self, event: Event) -> None:
@@ -58,7 +61,7 @@ class Outbox:
         for message, milliseconds in commands:
             grouped[(routes.queue_of(message), milliseconds, type(message))].append(message)
         for (queue, milliseconds, _), messages in grouped.items():
-            exchange = topology.delay_exchange(milliseconds) if milliseconds else ""
+            exchange = topology.exchange_to(queue, milliseconds)
             outgoing.extend(
                 Outgoing(exchange, queue, envelope.encode(), message_id=envelope.message_id)
                 for envelope in routes.envelopes(queue, messages)

@@ -31,7 +31,6 @@ from shared.messaging.delivery import (
 )
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Outgoing, PublishFailed
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,10 @@ DEAD_LETTER_REASON_OPTION = "dead_letter_reason"
 class SagaBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker, consuming queues that Orderflow declares itself."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, amqp_url: str) -> None:
+        # Several nodes (`url1;url2`) are tried in turn, on connecting and reconnecting.
         super().__init__(
-            url=settings.amqp_url,
+            url=amqp_url,
             middleware=[TimeLimit(), ShutdownNotifications(), CurrentMessage()],
         )
 
@@ -125,7 +125,7 @@ class SagaBus:
             self.policy.publisher.publish(
                 [
                     Outgoing(
-                        topology.delay_exchange(delay),
+                        topology.exchange_to(current.queue_name, delay),
                         current.queue_name,
                         current.encode(),
                         message_id=current.message_id,
@@ -211,7 +211,7 @@ class _EnvelopeSource:
         )
         return [
             Outgoing(
-                topology.delay_exchange(delay_ms),
+                topology.exchange_to(self.queue, delay_ms),
                 self.queue,
                 envelope.encode(),
                 message_id=envelope.message_id,
@@ -221,7 +221,7 @@ class _EnvelopeSource:
     def dead_letter(self, received: Received[Any], reason: str) -> Outgoing:
         letter = self._current.copy(args=(received.raw,), options={DEAD_LETTER_REASON_OPTION: reason})
         return Outgoing(
-            "",
+            topology.exchange_to(self.queue),
             topology.dead_letter_queue(self.queue),
             letter.encode(),
             message_id=letter.message_id,

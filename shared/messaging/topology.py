@@ -1,7 +1,12 @@
-"""Every exchange and queue of Orderflow: their names, their arguments, and declaring them.
+"""Every exchange and queue of Orderflow: their names, their arguments, who owns them, and declaring them.
 
-Every worker and the CLI declare the whole topology before they publish or consume (declaring
-is idempotent), so no message is ever published to a queue that does not exist yet.
+Each worker pool owns its queues and declares them (a broker user of its own may configure
+nothing else); the operator (`orderflow topology declare`, or the definitions file
+deploy/rabbitmq/definitions.json loaded when the broker starts) declares the whole topology.
+
+Saga messages, retries and dead letters reach a pool's queues through exchanges of that pool's
+own, `orderflow.to.<pool>` and its delay exchanges, never through the default exchange: whoever
+may write to the default exchange may write to every queue, and broker permissions name exchanges.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 
-from shared.errors import OrderflowError
+from shared.errors import OrderflowError, TransientError
 from shared.messaging.publisher import Outgoing, Publisher, PublishFailed
 
 # Public exchanges (kombu): upstream systems publish to the intake; anyone may subscribe to events.
@@ -66,10 +71,17 @@ REPORTING_EVENT_KEYS = (
     "order.refunded",
 )
 
-# A message published to `delay_exchange(ms)` with a queue's name as routing key waits `ms` in a
-# queue of that delay, then RabbitMQ dead-letters it, routing key unchanged, into that queue.
-# One queue per delay value: every message in it expires in publishing order.
-DELAY_PREFIX = "orderflow.delay"
+# The pools, by what their queues' names start with (`orderflow.<pool>.`).
+POOLS = ("order", "inventory", "payment", "notification", "reporting")
+
+# `orderflow.to.<pool>`: a direct exchange to each of the pool's queues and dead-letter queues,
+# bound under the queue's name. A message published to `delay_exchange(pool, ms)` with a queue's
+# name as routing key waits `ms` in a queue of that delay, then RabbitMQ dead-letters it, routing
+# key unchanged, into the pool's exchange. One delay queue per pool and delay value: every message
+# in it expires in publishing order.
+ROUTE_PREFIX = "orderflow.to"
+# Where earlier releases delayed messages for every pool, through the default exchange.
+RETIRED_DELAY_PREFIX = "orderflow.delay"
 
 # RabbitMQ refuses any message larger than this (`max_message_size` in deploy/rabbitmq/rabbitmq.conf,
 # which scripts/services.sh and docker-compose.yml give the broker), so an oversized intake message
@@ -126,8 +138,29 @@ def set_aside_queue(queue: str) -> str:
     return f"{queue}.upgrading"
 
 
-def delay_exchange(milliseconds: int) -> str:
-    return f"{DELAY_PREFIX}.{milliseconds}"
+def owner_of(queue: str) -> str:
+    """The pool whose queue `queue` is (its dead-letter and delay queues included)."""
+    pool = queue.split(".")[1] if queue.startswith("orderflow.") else ""
+    if pool not in POOLS:
+        raise ValueError(f"{queue} is no pool's queue")
+    return pool
+
+
+def route_exchange(pool: str) -> str:
+    """The exchange through which anyone allowed to sends to `pool`'s queues."""
+    return f"{ROUTE_PREFIX}.{pool}"
+
+
+def delay_exchange(pool: str, milliseconds: int) -> str:
+    """The exchange (and queue) where messages for `pool`'s queues wait `milliseconds`."""
+    return f"{ROUTE_PREFIX}.{pool}.delay.{milliseconds}"
+
+
+def exchange_to(queue: str, milliseconds: int = 0) -> str:
+    """Where to publish a message for `queue`, with its name as routing key, to arrive at once or
+    after `milliseconds`."""
+    pool = owner_of(queue)
+    return delay_exchange(pool, milliseconds) if milliseconds else route_exchange(pool)
 
 
 def dramatiq_delay_queue(queue: str) -> str:
@@ -151,14 +184,44 @@ REPORTING_EVENTS = _bound(REPORTING_EVENTS_QUEUE, EVENTS, REPORTING_EVENT_KEYS)
 PUBLIC_QUEUES = (ORDER_INTAKE, ORDER_REQUESTS, NOTIFICATION_EVENTS, REPORTING_EVENTS)
 
 
+# Each public queue's bindings: (exchange, routing key).
+PUBLIC_BINDINGS: dict[str, tuple[tuple[str, str], ...]] = {
+    queue.name: tuple(sorted((b.exchange.name, b.routing_key) for b in queue.bindings))
+    for queue in PUBLIC_QUEUES
+}
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One exchange or queue as declared, with the pool that owns it and its bindings (queues)."""
+
+    kind: str  # "exchange" or "queue"
+    name: str
+    owner: str
+    type: str = "direct"
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+    bindings: tuple[tuple[str, str], ...] = ()
+
+
+class TopologyMissing(TransientError):
+    """Something a pool binds to or sends through, owned by another pool, is not declared yet."""
+
+
 @dataclass(frozen=True)
 class Topology:
-    """The queues of one deployment: the saga's depend on how many inventory partitions it has."""
+    """The exchanges and queues of one deployment: they depend on how many inventory partitions
+    it has, on its retry and timer delays, and on the type of its queues."""
 
     partitions: int = 1
+    # Retries' backoffs: every pool has a delay queue of each.
     delays: frozenset[int] = field(default_factory=frozenset)
+    # The order pool's timers: it alone has delay queues of these.
+    timer_delays: frozenset[int] = field(default_factory=frozenset)
     dead_letter_max_messages: int = DEAD_LETTER_MAX_MESSAGES
     dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
+    # Quorum queues (replicated, for a cluster) rather than classic ones.
+    quorum: bool = False
+    delivery_limit: int = 20
 
     @property
     def stock_queues(self) -> list[str]:
@@ -171,60 +234,110 @@ class Topology:
     @property
     def consumed_queues(self) -> list[str]:
         """Every queue a worker consumes, each with a dead-letter queue of its own."""
-        return [*(queue.name for queue in PUBLIC_QUEUES), *self.saga_queues]
+        return [queue for pool in POOLS for queue in self.queues_of(pool)]
 
     @property
     def dead_letter_queues(self) -> list[str]:
         return [dead_letter_queue(queue) for queue in self.consumed_queues]
 
-    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+    def queues_of(self, pool: str) -> list[str]:
+        """The queues `pool` consumes."""
         return {
-            "x-max-length": self.dead_letter_max_messages,
-            "x-max-length-bytes": self.dead_letter_max_bytes,
-            # A full dead-letter queue refuses (nacks) a new message, so its publisher knows and
-            # keeps it; the default, drop-head, would silently drop the oldest dead letter.
-            "x-overflow": "reject-publish",
-        }
+            "order": [ORDER_INTAKE_QUEUE, ORDER_REQUESTS_QUEUE, ORDER_SAGA_QUEUE],
+            "inventory": self.stock_queues,
+            "payment": [PAYMENT_QUEUE],
+            "notification": [NOTIFICATION_EVENTS_QUEUE],
+            "reporting": [REPORTING_EVENTS_QUEUE],
+        }[pool]
 
-    def saga_queue_arguments(self, queue: str) -> dict[str, Any]:
+    def delays_of(self, pool: str) -> frozenset[int]:
+        """The delays a message for `pool`'s queues may wait."""
+        return self.delays | self.timer_delays if pool == "order" else self.delays
+
+    def _typed(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"x-queue-type": "quorum", **arguments} if self.quorum else arguments
+
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        return self._typed(
+            {
+                "x-max-length": self.dead_letter_max_messages,
+                "x-max-length-bytes": self.dead_letter_max_bytes,
+                # A full dead-letter queue refuses (nacks) a new message, so its publisher knows
+                # and keeps it; the default, drop-head, would silently drop the oldest dead letter.
+                "x-overflow": "reject-publish",
+            }
+        )
+
+    def queue_arguments(self, queue: str) -> dict[str, Any]:
+        """A consumed queue's arguments."""
         arguments: dict[str, Any] = {
-            # A message a consumer rejects (one dramatiq cannot decode) is kept, not dropped.
-            "x-dead-letter-exchange": "",
+            # A message a consumer rejects (one dramatiq cannot decode, or, on a quorum queue, one
+            # delivered more than the delivery limit) is kept, not dropped.
+            "x-dead-letter-exchange": route_exchange(owner_of(queue)),
             "x-dead-letter-routing-key": dead_letter_queue(queue),
         }
         if queue.startswith(STOCK_QUEUE_PREFIX):
             # Stock is decided serially per partition: one consumer is active, the rest stand by.
             arguments["x-single-active-consumer"] = True
-        return arguments
+        if self.quorum:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        return self._typed(arguments)
 
-    def entities(self) -> Iterator[Exchange | Queue]:
-        """Everything to declare, exchanges before the queues bound to them."""
-        yield INTAKE
-        yield EVENTS
-        yield from PUBLIC_QUEUES
-        for queue in self.saga_queues:
-            yield Queue(queue, durable=True, queue_arguments=self.saga_queue_arguments(queue))
-            yield Queue(dramatiq_delay_queue(queue), durable=True)
-        for queue in self.dead_letter_queues:
-            yield Queue(queue, durable=True, queue_arguments=self.dead_letter_queue_arguments())
-        for milliseconds in sorted(self.delays):
-            exchange = Exchange(delay_exchange(milliseconds), type="fanout", durable=True)
-            yield exchange
-            yield Queue(
-                delay_exchange(milliseconds),
-                exchange=exchange,
-                durable=True,
-                queue_arguments={"x-message-ttl": milliseconds, "x-dead-letter-exchange": ""},
+    def delay_queue_arguments(self, pool: str, milliseconds: int) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "x-message-ttl": milliseconds,
+            "x-dead-letter-exchange": route_exchange(pool),
+        }
+        if self.quorum:
+            # A quorum queue dead-letters at most once unless told otherwise: a message due back
+            # while its target's leader moves would be lost.
+            arguments |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        return self._typed(arguments)
+
+    def owned(self, pool: str) -> Iterator[Declared]:
+        """What `pool` declares: its exchanges before its queues, which are bound to them."""
+        if pool == "order":  # it consumes the intake and publishes most events
+            yield Declared("exchange", INTAKE_EXCHANGE, pool, type="topic")
+            yield Declared("exchange", EVENTS_EXCHANGE, pool, type="topic")
+        route = route_exchange(pool)
+        yield Declared("exchange", route, pool)
+        delays = sorted(self.delays_of(pool))
+        for milliseconds in delays:
+            yield Declared("exchange", delay_exchange(pool, milliseconds), pool, type="fanout")
+        for queue in self.queues_of(pool):
+            bindings = ((route, queue), *PUBLIC_BINDINGS.get(queue, ()))
+            yield Declared("queue", queue, pool, arguments=self.queue_arguments(queue), bindings=bindings)
+            if queue in self.saga_queues:
+                yield Declared("queue", dramatiq_delay_queue(queue), pool, arguments=self._typed({}))
+            dead = dead_letter_queue(queue)
+            yield Declared(
+                "queue", dead, pool, arguments=self.dead_letter_queue_arguments(), bindings=((route, dead),)
             )
+        for milliseconds in delays:
+            name = delay_exchange(pool, milliseconds)
+            arguments = self.delay_queue_arguments(pool, milliseconds)
+            yield Declared("queue", name, pool, arguments=arguments, bindings=((name, ""),))
 
-    def declare(self, connection: Connection) -> None:
-        """Declare everything; TopologyConflict if a queue exists with other arguments."""
+    def entities(self) -> Iterator[Declared]:
+        """Everything to declare, each pool's after the order pool's public exchanges."""
+        for pool in POOLS:
+            yield from self.owned(pool)
+
+    def declare(self, connection: Connection, pool: str | None = None) -> None:
+        """Declare what `pool` owns (everything if None); TopologyConflict if a queue exists with
+        other arguments, TopologyMissing if a public exchange it binds to is not declared yet."""
+        entities = self.entities() if pool is None else self.owned(pool)
         with connection.channel() as channel:
-            for entity in self.entities():
+            for entity in entities:
                 try:
-                    entity.bind(channel).declare()
+                    _declare(channel, entity)
                 except PreconditionFailed as e:
                     raise TopologyConflict(entity.name, str(e.reply_text)) from e
+                except NotFound as e:
+                    raise TopologyMissing(
+                        f"{entity.name} cannot be bound yet ({e.reply_text}): the order pool, or an "
+                        "operator's `orderflow topology declare`, declares the public exchanges"
+                    ) from e
 
     def upgrade(self, connection: Connection) -> tuple[list[str], list[str]]:
         """Bring a broker an older release declared in line with this one. A queue whose arguments
@@ -240,7 +353,7 @@ class Topology:
             for entity in self.entities():
                 try:
                     with connection.channel() as channel:
-                        entity.bind(channel).declare()
+                        _declare(channel, entity)
                 except PreconditionFailed:
                     if entity.name in self.dead_letter_queues and not _consumers(connection, entity.name):
                         aside = set_aside_queue(entity.name)
@@ -249,7 +362,7 @@ class Topology:
                         _move(connection, publisher, entity.name, aside)
                     if _delete_if_idle(connection, entity.name):
                         with connection.channel() as channel:
-                            entity.bind(channel).declare()
+                            _declare(channel, entity)
                         done.append(f"declared {entity.name} anew with this release's arguments")
                     else:
                         left.append(f"{entity.name} has other arguments and holds messages or consumers")
@@ -257,14 +370,27 @@ class Topology:
                 _put_back(connection, publisher, queue, done, left)
         finally:
             publisher.close()
-        for queue in RETIRED_QUEUES:
+        retired_delays = [f"{RETIRED_DELAY_PREFIX}.{ms}" for ms in sorted(self.delays | self.timer_delays)]
+        for queue in (*RETIRED_QUEUES, *retired_delays):
             if not _exists(connection, queue):
                 continue
             if _delete_if_idle(connection, queue):
                 done.append(f"deleted retired queue {queue}")
+                if queue in retired_delays:  # and the exchange of the same name that fed it
+                    with connection.channel() as channel:
+                        channel.exchange_delete(queue)
             else:
                 left.append(f"retired queue {queue} holds messages or consumers")
         return done, left
+
+
+def _declare(channel: Any, entity: Declared) -> None:
+    if entity.kind == "exchange":
+        channel.exchange_declare(entity.name, entity.type, durable=True, auto_delete=False)
+        return
+    channel.queue_declare(entity.name, durable=True, auto_delete=False, arguments=entity.arguments)
+    for exchange, routing_key in entity.bindings:
+        channel.queue_bind(entity.name, exchange, routing_key)
 
 
 def _put_back(

@@ -19,7 +19,7 @@ from shared.messaging.outbox import Outbox
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Publisher
 from shared.messaging.saga_bus import SagaBroker, SagaBus
-from shared.messaging.topology import Topology
+from shared.messaging.topology import POOLS, Topology
 from shared.settings import Settings
 
 M = TypeVar("M")
@@ -30,24 +30,32 @@ def topology_of(settings: Settings) -> Topology:
     """The deployment's queues: its partitions, its dead-letter queues' limits, and a delay queue
     per retry backoff and timer (the step timeout, and the backoff of a finished order's
     follow-ups); the longest backoff is also where a message waits while its dead-letter queue is full."""
-    delays = retry_delays(settings.max_retries, settings.min_backoff_ms, settings.max_backoff_ms) | {
-        round(settings.step_timeout * factor * 1000) for factor in saga.FOLLOW_UP_BACKOFF
-    }
+    retries = retry_delays(settings.max_retries, settings.min_backoff_ms, settings.max_backoff_ms)
     return Topology(
         partitions=settings.inventory_partitions,
-        delays=frozenset(delays | {settings.max_backoff_ms}),
+        delays=frozenset(retries | {settings.max_backoff_ms}),
+        timer_delays=frozenset(
+            round(settings.step_timeout * factor * 1000) for factor in saga.FOLLOW_UP_BACKOFF
+        ),
         dead_letter_max_messages=settings.dead_letter_max_messages,
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        quorum=settings.quorum_queues,
+        delivery_limit=settings.delivery_limit,
     )
 
 
 class Transport:
-    def __init__(self, settings: Settings) -> None:
+    """The messaging of one role (a worker pool, the operator's CLI, an upstream system): it
+    connects as that role's broker user, and declares what that role owns."""
+
+    def __init__(self, settings: Settings, role: str | None = None) -> None:
         self.settings = settings
-        self.publisher = Publisher(settings.amqp_url)
+        self.role = role
+        self.amqp_url = settings.amqp_url_of(role)
+        self.publisher = Publisher(self.amqp_url)
         self.step_timeout = timedelta(seconds=settings.step_timeout)
         self.topology = topology_of(settings)
-        self.outbox = Outbox(self.topology.delays)
+        self.outbox = Outbox(self.topology)
         self.policy = DeliveryPolicy(
             self.outbox,
             self.publisher,
@@ -61,7 +69,7 @@ class Transport:
     def bus(self) -> SagaBus:
         """The saga's dramatiq actors; only workers that consume saga queues create it."""
         if self._bus is None:
-            self._bus = SagaBus(SagaBroker(self.settings), self.policy)
+            self._bus = SagaBus(SagaBroker(self.amqp_url), self.policy)
         return self._bus
 
     @property
@@ -78,7 +86,7 @@ class Transport:
         """A factory of consumers of a public queue (one per consumer thread); `admit`, if given,
         says whether to take more messages now."""
         return lambda: QueueConsumer(
-            self.settings.amqp_url,
+            self.amqp_url,
             queue,
             decode,
             handle,
@@ -112,8 +120,14 @@ class Transport:
         self.flushing(send_all)()
 
     def declare(self) -> None:
-        with Connection(self.settings.amqp_url) as connection:
-            self.topology.declare(connection)
+        """Declare what this role owns: a worker pool with a broker user of its own, its queues and
+        exchanges; the operator, or anyone on the administrative URL, everything; an upstream
+        system or a subscriber, nothing (they may configure nothing of Orderflow's)."""
+        own_user = self.role is not None and getattr(self.settings, f"amqp_url_{self.role}") is not None
+        if own_user and self.role not in POOLS and self.role != "operator":
+            return
+        with Connection(self.amqp_url) as connection:
+            self.topology.declare(connection, self.role if own_user and self.role in POOLS else None)
 
     def close(self) -> None:
         self.publisher.close()

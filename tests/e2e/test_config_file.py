@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from pymongo import MongoClient
 
 from shared.messaging import topology
@@ -24,6 +25,9 @@ from tests.system import ORDERFLOW
 def write_config(path: Path, settings: Settings) -> Path:
     """`settings` as a configuration file (JSON strings and numbers are TOML ones too)."""
     values = settings.model_dump(mode="json")
+    for name in values:  # secrets (the roles' URLs) as they are, not masked
+        if isinstance(secret := getattr(settings, name), SecretStr):
+            values[name] = secret.get_secret_value()
     path.write_text(
         "".join(f"{name} = {json.dumps(value)}\n" for name, value in values.items() if value is not None)
     )

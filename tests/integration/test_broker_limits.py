@@ -89,7 +89,10 @@ def test_a_full_intake_dead_letter_queue_refuses_more_and_loses_none(small_dead_
         assert queue_depth(settings.amqp_url, INTAKE_DLQ) == 2, "at its x-max-length, never over"
         # The refused ones come round again and go in as room is made.
         assert Counter(drain_dead_letters(settings, INTAKE_DLQ, 5)) == Counter(bodies)
-        for queue in (topology.ORDER_INTAKE_QUEUE, topology.delay_exchange(settings.max_backoff_ms)):
+        for queue in (
+            topology.ORDER_INTAKE_QUEUE,
+            topology.exchange_to(topology.ORDER_INTAKE_QUEUE, settings.max_backoff_ms),
+        ):
             wait_for(lambda q=queue: queue_depth(settings.amqp_url, q) == 0, what=f"{queue} empty")
 
 

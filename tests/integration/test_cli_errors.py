@@ -58,7 +58,11 @@ def test_rabbitmq_out_of_reach_is_said_in_one_line(command: tuple[str, ...]) -> 
     url = f"amqp://guest:{SECRET}@127.0.0.1:{free_port()}/%2F"
     result = subprocess.run(
         [ORDERFLOW, *command],
-        env={**os.environ, "ORDERFLOW_AMQP_URL": url},
+        # The administrative URL, which every role falls back to, out of reach.
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_AMQP_URL_")},
+            "ORDERFLOW_AMQP_URL": url,
+        },
         input='{"order_id": "A-1"}',
         capture_output=True,
         text=True,
@@ -84,3 +88,18 @@ def test_bad_input_is_said_in_one_line(tmp_path: Path) -> None:
     said_once(orderflow("dlq", "list", "no-such-queue"), USAGE, "no dead-letter queue for 'no-such-queue'")
     (tmp_path / "latin1.json").write_bytes(b'{"order_id": "\xe9"}')
     said_once(orderflow("submit", str(tmp_path / "latin1.json")), USAGE, "not UTF-8")
+
+
+def test_the_operators_own_url_is_named_when_it_is_out_of_reach() -> None:
+    url = f"amqp://operator:{SECRET}@127.0.0.1:{free_port()}/%2F"
+    result = orderflow("dlq", "list", ORDERFLOW_AMQP_URL_OPERATOR=url)
+    said_once(result, UNAVAILABLE, "cannot reach RabbitMQ", "operator:***@", "ORDERFLOW_AMQP_URL_OPERATOR")
+
+
+def test_a_role_without_the_rights_a_command_needs_is_refused_in_one_line() -> None:
+    subscriber = os.environ.get("ORDERFLOW_AMQP_URL_SUBSCRIBER")
+    if subscriber is None:
+        pytest.skip("no broker users of their own: run `make services`")
+    # The operator's command run with the subscriber's credentials, as a misconfigured job would.
+    result = orderflow("topology", "declare", ORDERFLOW_AMQP_URL_OPERATOR=subscriber)
+    said_once(result, USAGE, "refused", "ACCESS_REFUSED", "ORDERFLOW_AMQP_URL_OPERATOR")

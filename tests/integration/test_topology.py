@@ -3,6 +3,8 @@ upgrade` redeclares what is idle and leaves whatever still holds messages to the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from amqp.exceptions import NotFound
 from kombu import Connection
@@ -12,7 +14,14 @@ from shared.messaging.transport import topology_of
 from shared.settings import Settings
 from tests.integration.conftest import running
 from tests.integration.test_dead_letters import cli
-from tests.support import consumer_count, queue_depth, queue_messages, wait_for
+from tests.support import consumer_count, isolated_settings, queue_depth, queue_messages, wait_for
+
+
+@pytest.fixture
+def settings() -> Iterator[Settings]:
+    """A vhost with nothing of Orderflow's declared yet, for an earlier build to declare its own."""
+    with isolated_settings(declared=False) as settings:
+        yield settings
 
 
 def _dramatiq_arguments(queue: str) -> dict[str, str]:

@@ -93,10 +93,10 @@ def test_every_broker_configuration_sets_the_same_limit() -> None:
     (value,) = re.findall(r"^max_message_size\s*=\s*(\d+)\s*$", conf, re.MULTILINE)
     assert int(value) == topology.BROKER_MAX_MESSAGE_BYTES
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert (
-        "./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/conf.d/20-orderflow.conf:ro"
-        in compose["services"]["rabbitmq"]["volumes"]
-    )
+    nodes = [s for s in compose["services"].values() if s.get("image", "").startswith("rabbitmq:")]
+    assert len(nodes) == 3
+    for node in nodes:
+        assert "./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/conf.d/20-orderflow.conf:ro" in node["volumes"]
     services = (ROOT / "scripts" / "services.sh").read_text()
     assert 'RABBITMQ_CONF="$PWD/deploy/rabbitmq/rabbitmq.conf"' in services
     assert "install_rabbitmq_config\n" in services and "apply_rabbitmq_config\n" in services

@@ -97,3 +97,26 @@ def test_metric_names_follow_the_conventions() -> None:
         assert name.startswith("orderflow_"), name
     for family in families():
         assert not family.name.endswith(("_milliseconds", "_ms")), family.name
+
+
+def test_queue_alerts_watch_exactly_the_queues_a_worker_consumes() -> None:
+    """A queue nobody is meant to consume (dead-letter, delay, dramatiq's) must not page anyone for
+    having no consumer, and every consumed queue must."""
+    from shared.messaging.topology import Topology
+
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+    (expression,) = [
+        rule["expr"]
+        for group in rules
+        for rule in group["rules"]
+        if rule["alert"] == "OrderflowConsumersMissing"
+    ]
+    included = re.search(r'queue=~"([^"]+)"', expression)
+    excluded = re.search(r'queue!~"([^"]+)"', expression)
+    assert included and excluded
+    pattern, unwatched = (m.group(1).replace("\\\\", "\\") for m in (included, excluded))
+    broker = Topology(partitions=2, delays=frozenset({200}), timer_delays=frozenset({30_000}))
+    for entity in broker.entities():
+        if entity.kind == "queue":
+            watched = re.fullmatch(pattern, entity.name) and not re.fullmatch(unwatched, entity.name)
+            assert bool(watched) == (entity.name in broker.consumed_queues), entity.name

@@ -16,6 +16,7 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from shared import logs
 from shared.contracts.base import SKU_PATTERN
@@ -403,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
 def command_error(error: Exception, settings: Settings | None, role: str = "operator") -> CommandError | None:
     """What to tell a person about `error`: bad input, a bad setting, RabbitMQ (as `role`'s user)
     or the store out of reach; None for anything else (a bug). Never a password."""
+    import ssl
+
     import amqp.exceptions
     import kombu.exceptions
     import pydantic
@@ -427,6 +430,12 @@ def command_error(error: Exception, settings: Settings | None, role: str = "oper
         return SettingError(f"{store}: {reason}: check ORDERFLOW_MONGO_URL")
     if isinstance(error, pymongo.errors.ConnectionFailure):
         return ServiceUnavailable(f"cannot reach {store} (ORDERFLOW_MONGO_URL): {reason}")
+    untrusted = _cause_of(error, ssl.SSLCertVerificationError)
+    if untrusted is not None:  # not the broker being away: retrying cannot help
+        return SettingError(
+            f"{broker}: its certificate is not trusted ({untrusted.verify_message}): check "
+            f"ORDERFLOW_AMQP_CA_FILE, and the host name in {variable}"
+        )
     if isinstance(error, OSError) and error.filename is not None:
         return UsageError(f"{error.filename}: {error.strerror}")
     # pymongo wraps its own socket errors: any other connection error is the broker's.
@@ -440,6 +449,21 @@ def command_error(error: Exception, settings: Settings | None, role: str = "oper
     if isinstance(error, pydantic.ValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
         return UsageError(f"invalid input: {problems}")
+    return None
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _cause_of(error: BaseException, kind: type[E]) -> E | None:
+    """`error`, or the error it was raised from (kombu and our publisher wrap a TLS error), if `kind`."""
+    for _ in range(10):
+        if isinstance(error, kind):
+            return error
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            return None
+        error = cause
     return None
 
 

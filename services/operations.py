@@ -9,21 +9,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kombu import Connection
-
 from shared import redaction
 from shared.errors import CommandError
 from shared.messaging.dead_letters import DeadLetterOffice, dead_letter_queues, printable, resolve
 from shared.messaging.publisher import Publisher
+from shared.messaging.tls import AmqpTls
 from shared.messaging.transport import topology_of
 from shared.settings import Settings
 
 
 @contextmanager
 def _office(settings: Settings) -> Iterator[DeadLetterOffice]:
-    publisher = Publisher(settings.amqp_url_of("operator"))
+    tls, url = AmqpTls.of(settings), settings.amqp_url_of("operator")
+    publisher = Publisher(url, tls)
     try:
-        with Connection(settings.amqp_url_of("operator")) as connection:
+        with tls.connection(url) as connection:
             yield DeadLetterOffice(connection, publisher, settings.inventory_partitions)
     finally:
         publisher.close()
@@ -97,7 +97,7 @@ def _agreed(action: str) -> bool:
 def topology_declare(settings: Settings) -> int:
     """Declare every exchange and queue, as the operator: before the pools first start on a broker
     that was not given the definitions file, and after changing what the topology depends on."""
-    with Connection(settings.amqp_url_of("operator")) as connection:
+    with AmqpTls.of(settings).connection(settings.amqp_url_of("operator")) as connection:
         topology_of(settings).declare(connection)
     print("declared every exchange and queue of Orderflow")
     return 0
@@ -105,8 +105,13 @@ def topology_declare(settings: Settings) -> int:
 
 def topology_upgrade(settings: Settings) -> int:
     """Bring the broker's queues in line with this release; 1 while some are left to the operator."""
-    with Connection(settings.amqp_url_of("operator")) as connection:
-        done, left = topology_of(settings).upgrade(connection)
+    tls, url = AmqpTls.of(settings), settings.amqp_url_of("operator")
+    publisher = Publisher(url, tls)
+    try:
+        with tls.connection(url) as connection:
+            done, left = topology_of(settings).upgrade(connection, publisher)
+    finally:
+        publisher.close()
     for line in done:
         print(line)
     for line in left:

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     mongo_url_payment: SecretStr | None = None
     mongo_url_notification: SecretStr | None = None
     mongo_url_reporting: SecretStr | None = None
+    # amqps:// URLs verify the broker's certificate, and its name, against this PEM file's CAs
+    # (in place of the system's: py-amqp takes one or the other), the system's if unset; a client
+    # certificate and its key (or one PEM file holding both), if the broker asks for one
+    # (shared/messaging/tls.py). MongoDB takes its TLS options in its URL: ?tls=true&tlsCAFile=...
+    amqp_ca_file: FilePath | None = None
+    amqp_cert_file: FilePath | None = None
+    amqp_key_file: FilePath | None = None
 
     # Classic queues on a single broker; quorum queues, replicated on a cluster's nodes, survive
     # losing a node. Unset: quorum when a broker URL names several nodes, classic otherwise.
@@ -192,6 +199,24 @@ class Settings(BaseSettings):
         if self.queue_type is not None:
             return self.queue_type == "quorum"
         return any(len(self.amqp_urls(role)) > 1 for role in (None, *ROLES))
+
+    @model_validator(mode="after")
+    def _amqp_tls(self) -> Settings:
+        # A SettingError, not a ValueError: pydantic would name no variable for a check of several.
+        if self.amqp_key_file is not None and self.amqp_cert_file is None:
+            raise SettingError(
+                "ORDERFLOW_AMQP_KEY_FILE is set without ORDERFLOW_AMQP_CERT_FILE, the certificate of the key"
+            )
+        named = [name for name in ("amqp_ca_file", "amqp_cert_file", "amqp_key_file") if getattr(self, name)]
+        if named and not any(url.lower().startswith("amqps://") for url in self._all_amqp_urls()):
+            raise SettingError(
+                f"{', '.join(f'ORDERFLOW_{name.upper()}' for name in named)} set, but no broker URL is "
+                "amqps://: connections to RabbitMQ would not be encrypted (its TLS port is usually 5671)"
+            )
+        return self
+
+    def _all_amqp_urls(self) -> list[str]:
+        return [url for role in (None, *ROLES) for url in self.amqp_urls(role)]
 
     @field_validator("smtp_url")
     @classmethod

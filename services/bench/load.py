@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Connection, Consumer, Queue, binding
+from kombu import Consumer, Queue, binding
 
 from services.bench.stats import Observed
 from shared.messaging import topology
 from shared.messaging.publisher import Outgoing, Publisher
+from shared.messaging.tls import AmqpTls
 
 TERMINAL_EVENTS = ("order.confirmed", "order.cancelled", "order.rejected")
 DECLINED_TOKEN = "tok_declined"
@@ -98,9 +99,10 @@ class Outcomes:
 class OutcomeWatcher:
     """Subscribes to terminal events as an outside system would: a queue of its own on the exchange."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, tls: AmqpTls | None = None) -> None:
         self.outcomes = Outcomes()
         self._url = amqp_url
+        self._tls = tls or AmqpTls()
         self._queue = Queue(
             f"bench.outcomes.{id(self)}",
             bindings=[binding(topology.EVENTS, routing_key=key) for key in TERMINAL_EVENTS],
@@ -121,7 +123,7 @@ class OutcomeWatcher:
         self._thread.join(10)
 
     def _run(self) -> None:
-        with Connection(self._url) as connection, connection.channel() as channel:
+        with self._tls.connection(self._url) as connection, connection.channel() as channel:
             self._queue.bind(channel).declare()
             with Consumer(
                 channel, queues=[self._queue], no_ack=True, on_message=lambda m: self.outcomes.record(m.body)

@@ -19,6 +19,7 @@ from amqp.exceptions import NotFound
 from pymongo import MongoClient
 
 from shared.messaging.probe import RabbitQueueProbe
+from shared.messaging.tls import AmqpTls
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RABBITMQ_METRICS_URL = "http://127.0.0.1:15692/metrics"
@@ -153,11 +154,15 @@ def _store_operations(mongo_url: str) -> float | None:
 
 
 def wait_until_consuming(
-    amqp_url: str, queues: list[str], exited: Callable[[], str | None], limit: float = 120.0
+    amqp_url: str,
+    queues: list[str],
+    exited: Callable[[], str | None],
+    limit: float = 120.0,
+    tls: AmqpTls | None = None,
 ) -> None:
     """Until every one of `queues` has a consumer. Fails at once when `exited` names a process
     that has ended (it will never consume), or after `limit` seconds."""
-    probe = RabbitQueueProbe(amqp_url)
+    probe = RabbitQueueProbe(amqp_url, tls)
     deadline = time.monotonic() + limit
     try:
         for queue in queues:

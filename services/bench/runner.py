@@ -27,6 +27,7 @@ from shared.contracts import saga
 from shared.messaging import topology
 from shared.messaging.probe import RabbitQueueProbe
 from shared.messaging.publisher import Outgoing, Publisher
+from shared.messaging.tls import AmqpTls
 from shared.messaging.topology import Topology
 from shared.messaging.transport import Transport
 from shared.settings import SERVICES, Settings
@@ -130,10 +131,11 @@ def _drive(
             "benchmark": lambda: [os.getpid()],
         }
     )
-    publisher = Publisher(settings.amqp_url)
+    tls = AmqpTls.of(settings)
+    publisher = Publisher(settings.amqp_url, tls)
     progress = Progress(system, len(bodies))
     try:
-        with OutcomeWatcher(settings.amqp_url) as watcher:
+        with OutcomeWatcher(settings.amqp_url, tls) as watcher:
             outcomes = watcher.outcomes
             before = probes.counts(settings.mongo_url)
             meter.start()
@@ -180,7 +182,7 @@ def _wait_until_drained(settings: Settings, queues: list[str], limit: float = 30
     """Until every one of `queues` is empty twice in a row, half a second apart: the work that
     trails the outcomes (commits, notifications, reports) is done. Orderflow's step timers still
     waiting in its delay queues are left out: they fire a step timeout later, whatever the run."""
-    probe = RabbitQueueProbe(settings.amqp_url)
+    probe = RabbitQueueProbe(settings.amqp_url, AmqpTls.of(settings))
     deadline, empty_before = time.monotonic() + limit, False
     try:
         while time.monotonic() < deadline:
@@ -255,7 +257,7 @@ def _wait_until_consuming(
                 return f"the {service} pool exited with code {code}"
         return None
 
-    probes.wait_until_consuming(settings.amqp_url, queues, exited)
+    probes.wait_until_consuming(settings.amqp_url, queues, exited, tls=AmqpTls.of(settings))
 
 
 def _stock(settings: Settings, work: Load) -> None:

@@ -34,7 +34,7 @@ def bootstrap(settings: Settings) -> WorkerApp:
     orders = RecentOrders(OrderRepository(store.database(client, settings, "order"), partition_of))
     customers = CustomerBook(store.database(client, settings, "order"))
     transport = Transport(settings, "order")
-    probe = RabbitQueueProbe(transport.amqp_url)
+    probe = RabbitQueueProbe(transport.amqp_url, transport.tls)
     handlers = OrderHandlers(
         orders,
         transport.outbox,

@@ -26,6 +26,7 @@ from shared.messaging.delivery import (
 )
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Outgoing, PublishFailed, raw_body
+from shared.messaging.tls import AmqpTls
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ class QueueConsumer(Generic[M]):
         *,
         batch_size: int,
         admit: Callable[[], bool] | None = None,
+        tls: AmqpTls | None = None,
     ) -> None:
         self.amqp_url = amqp_url
+        self.tls = tls or AmqpTls()
         self.admit = admit
         self.queue = queue
         self.decode = decode
@@ -114,7 +117,7 @@ class QueueConsumer(Generic[M]):
         """Consume until stopped: the batch in hand finishes, prefetched messages are requeued."""
         backoff = 0.5
         while not self.stopping.is_set():
-            connection = Connection(self.amqp_url, heartbeat=30)
+            connection = self.tls.connection(self.amqp_url, heartbeat=30)
             lost = (
                 OSError,
                 PublishFailed,

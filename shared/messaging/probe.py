@@ -7,13 +7,15 @@ import threading
 from kombu import Connection
 
 from shared.messaging.ports import Backlog
+from shared.messaging.tls import AmqpTls
 
 
 class RabbitQueueProbe:
     """Reads backlogs with passive declarations; each thread asks on a connection of its own."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, tls: AmqpTls | None = None) -> None:
         self._url = amqp_url
+        self._tls = tls or AmqpTls()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[Connection] = []
@@ -21,7 +23,7 @@ class RabbitQueueProbe:
     def backlog(self, queue: str) -> Backlog:
         connection: Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = Connection(self._url, heartbeat=0)
+            connection = self._local.connection = self._tls.connection(self._url, heartbeat=0)
             with self._lock:
                 self._connections.append(connection)
         try:

@@ -20,6 +20,7 @@ from typing import Any
 from kombu import Connection
 
 from shared.errors import TransientError
+from shared.messaging.tls import AmqpTls
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,13 @@ class Publisher:
     Safe to share between threads: each thread publishes on a connection of its own, opened on
     first use. If a lost connection interrupts a batch, the messages RabbitMQ had not confirmed yet
     are published again once on a fresh one (receivers drop the duplicates this may make); a
-    second failure raises PublishFailed.
+    second failure raises PublishFailed. amqps:// nodes are reached with `tls` (the system's CAs
+    if None).
     """
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, tls: AmqpTls | None = None) -> None:
         self._url = amqp_url
+        self._tls = tls or AmqpTls()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._channels: list[_Channel] = []
@@ -234,7 +237,7 @@ class Publisher:
     def _channel(self) -> _Channel:
         channel: _Channel | None = getattr(self._local, "channel", None)
         if channel is None:
-            connection = Connection(self._url, heartbeat=0, connect_timeout=10)
+            connection = self._tls.connection(self._url, heartbeat=0, connect_timeout=10)
             amqp_channel = connection.channel()
             amqp_channel.confirm_select()
             channel = _Channel(connection, amqp_channel)

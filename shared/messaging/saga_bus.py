@@ -31,6 +31,7 @@ from shared.messaging.delivery import (
 )
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Outgoing, PublishFailed
+from shared.messaging.tls import AmqpTls
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,14 @@ DEAD_LETTER_REASON_OPTION = "dead_letter_reason"
 class SagaBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker, consuming queues that Orderflow declares itself."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, tls: AmqpTls | None = None) -> None:
         # Several nodes (`url1;url2`) are tried in turn, on connecting and reconnecting.
         super().__init__(
             url=amqp_url,
             middleware=[TimeLimit(), ShutdownNotifications(), CurrentMessage()],
         )
+        # dramatiq takes no TLS options with a URL: the same nodes, as pika parameters that carry them.
+        self.parameters = (tls or AmqpTls()).pika_parameters(amqp_url)
 
     def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
         # dramatiq has no hook for queue arguments (single active consumer, dead-letter queues):

@@ -339,16 +339,20 @@ class Topology:
                         "operator's `orderflow topology declare`, declares the public exchanges"
                     ) from e
 
-    def upgrade(self, connection: Connection) -> tuple[list[str], list[str]]:
+    def upgrade(
+        self, connection: Connection, publisher: Publisher | None = None
+    ) -> tuple[list[str], list[str]]:
         """Bring a broker an older release declared in line with this one. A queue whose arguments
         changed, and a retired queue, is deleted (and the former declared anew) only while it is
         empty and unused: RabbitMQ checks both atomically. A dead-letter queue's messages wait for
         a person, not for a consumer, so they are set aside first (`set_aside_queue`) and put back
         once it is declared anew. Returns what was done and what is left to the operator (queues
-        still holding messages or consumed)."""
+        still holding messages or consumed). `publisher` moves the dead letters: one to the same
+        broker, as the caller reaches it (by default, one to `connection`'s node, closed afterwards)."""
         done: list[str] = []
         left: list[str] = []
-        publisher = Publisher(connection.as_uri(include_password=True))
+        own_publisher = publisher is None
+        publisher = publisher or Publisher(connection.as_uri(include_password=True))
         try:
             for entity in self.entities():
                 try:
@@ -369,7 +373,8 @@ class Topology:
             for queue in self.dead_letter_queues:
                 _put_back(connection, publisher, queue, done, left)
         finally:
-            publisher.close()
+            if own_publisher:
+                publisher.close()
         retired_delays = [f"{RETIRED_DELAY_PREFIX}.{ms}" for ms in sorted(self.delays | self.timer_delays)]
         for queue in (*RETIRED_QUEUES, *retired_delays):
             if not _exists(connection, queue):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from kombu import Connection, Queue
+from kombu import Queue
 
 from shared.contracts import saga
 from shared.contracts.base import Message
@@ -19,6 +19,7 @@ from shared.messaging.outbox import Outbox
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Publisher
 from shared.messaging.saga_bus import SagaBroker, SagaBus
+from shared.messaging.tls import AmqpTls
 from shared.messaging.topology import POOLS, Topology
 from shared.settings import Settings
 
@@ -52,7 +53,8 @@ class Transport:
         self.settings = settings
         self.role = role
         self.amqp_url = settings.amqp_url_of(role)
-        self.publisher = Publisher(self.amqp_url)
+        self.tls = AmqpTls.of(settings)
+        self.publisher = Publisher(self.amqp_url, self.tls)
         self.step_timeout = timedelta(seconds=settings.step_timeout)
         self.topology = topology_of(settings)
         self.outbox = Outbox(self.topology)
@@ -69,7 +71,7 @@ class Transport:
     def bus(self) -> SagaBus:
         """The saga's dramatiq actors; only workers that consume saga queues create it."""
         if self._bus is None:
-            self._bus = SagaBus(SagaBroker(self.amqp_url), self.policy)
+            self._bus = SagaBus(SagaBroker(self.amqp_url, self.tls), self.policy)
         return self._bus
 
     @property
@@ -93,6 +95,7 @@ class Transport:
             self.policy,
             batch_size=self.settings.batch_size,
             admit=admit,
+            tls=self.tls,
         )
 
     def flushing(self, task: Callable[[], T]) -> Callable[[], T]:
@@ -126,7 +129,7 @@ class Transport:
         own_user = self.role is not None and getattr(self.settings, f"amqp_url_{self.role}") is not None
         if own_user and self.role not in POOLS and self.role != "operator":
             return
-        with Connection(self.amqp_url) as connection:
+        with self.tls.connection(self.amqp_url) as connection:
             self.topology.declare(connection, self.role if own_user and self.role in POOLS else None)
 
     def close(self) -> None:

@@ -129,6 +129,8 @@ class OwnStore:
         self.port = free_port()
         self.debug_port = free_port()
         self.url = f"mongodb://127.0.0.1:{self.port}/"
+        # Where it listens (a subclass may listen with TLS instead: tests/faults/test_tls.py).
+        self.listen = [f"--listen-addr=127.0.0.1:{self.port}"]
         self._process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True)
         self.binary = subprocess.run(
@@ -143,7 +145,7 @@ class OwnStore:
                 "--handler=sqlite",
                 f"--sqlite-url=file:{self.workdir}/",
                 f"--state-dir={self.workdir}",
-                f"--listen-addr=127.0.0.1:{self.port}",
+                *self.listen,
                 f"--debug-addr=127.0.0.1:{self.debug_port}",
                 "--telemetry=disable",
                 "--log-level=warn",

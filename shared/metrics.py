@@ -3,7 +3,8 @@
 Names follow Prometheus conventions: an `orderflow_` prefix, base units (seconds), `_total` for
 counters, and label values from small fixed sets (never an order or customer id). A pool of several
 processes shares one endpoint: its supervisor serves what its children write to a shared directory
-(prometheus-client's multiprocess mode).
+(prometheus-client's multiprocess mode). The same endpoint answers /healthz and /readyz
+(shared/health.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,26 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+    multiprocess,
+)
+
+from shared import health
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +166,34 @@ REPORT_LAG = Gauge(
 )
 
 
-def serve(port: int, address: str, multiprocess_dir: str | None = None) -> None:
-    """Serve /metrics: this process's metrics, or (with a directory) those of all a pool's processes."""
+def serve(port: int, address: str, probe: health.Probe, multiprocess_dir: str | None = None) -> int:
+    """Serve /metrics (this process's metrics or, with a directory, those of all a pool's processes)
+    and /healthz and /readyz (from `probe`) in a thread of their own; the port bound is returned
+    (`port` 0: any free one)."""
+    registry = REGISTRY
     if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
-        start_http_server(port, address, registry=registry)
-    else:
-        start_http_server(port, address)
+    family, *_, bound = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    server = _Server((str(bound[0]), port), family)
+    server.set_app(health.with_probes(probe, make_wsgi_app(registry)))
+    threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True).start()
+    return int(server.server_port)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per request, as prometheus-client's own server, in the address's family (IPv4 or 6)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        super().__init__(address, _Quiet)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes come every few seconds: no line for each."""
 
 
 @contextmanager

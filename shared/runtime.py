@@ -27,7 +27,7 @@ import dramatiq.errors
 from kombu.exceptions import OperationalError
 from pymongo.errors import PyMongoError
 
-from shared import logs, metrics
+from shared import health, logs, metrics
 from shared.errors import CommandError, SettingError
 from shared.messaging.exchanges import ConsumerThread, QueueConsumer
 from shared.messaging.topology import TopologyConflict, TopologyMissing
@@ -86,10 +86,18 @@ def consumers_per_queue(threads: int) -> int:
     return max(1, min(2, threads // 2))
 
 
-def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, slots: int = 1) -> bool:
-    """Run `app` with `threads` threads per queue until `stop` is set, then drain and close. False if
-    some of its threads still held work DRAIN_SECONDS after `stop`: their messages are unacked, and
-    the process should exit now (its connections close, and RabbitMQ delivers them again)."""
+def serve(
+    app: WorkerApp,
+    threads: int,
+    stop: threading.Event,
+    slot: int = 0,
+    slots: int = 1,
+    monitor: health.Monitor | None = None,
+) -> bool:
+    """Run `app` with `threads` threads per queue until `stop` is set, then drain and close; `monitor`,
+    if given, hears which phase the process is in. False if some of its threads still held work
+    DRAIN_SECONDS after `stop`: their messages are unacked, and the process should exit now (its
+    connections close, and RabbitMQ delivers them again)."""
     if not _when_reachable(lambda: _start(app), stop, app.name):
         return True
     workers: list[dramatiq.Worker] = []
@@ -130,10 +138,14 @@ def serve(app: WorkerApp, threads: int, stop: threading.Event, slot: int = 0, sl
         ", ".join([*preferred, *(thread.consumer.queue.name for thread in consumer_threads[:1])])
         or "nothing",
     )
+    if monitor is not None:
+        monitor.set_phase(health.Phase.CONSUMING)
     if standby and not stop.wait(STANDBY_DELAY_SECONDS):
         consume(standby)
         log.info("%s worker standing by for %s", app.name, ", ".join(standby))
     stop.wait()
+    if monitor is not None:
+        monitor.set_phase(health.Phase.STOPPING)
     log.info("%s worker stopping: draining in-flight messages (up to %.0f s)", app.name, DRAIN_SECONDS)
     deadline = time.monotonic() + DRAIN_SECONDS
     # Every consumer stops taking messages at once; then each finishes what it holds, all of them
@@ -178,16 +190,27 @@ def _every(name: str, seconds: float, task: Callable[[], Any], stop: threading.E
         stop.wait(seconds)
 
 
-def run_process(service: str, threads: int, metrics_port: int | None, slot: int = 0, slots: int = 1) -> None:
+def run_process(
+    service: str,
+    threads: int,
+    metrics_port: int | None,
+    slot: int = 0,
+    slots: int = 1,
+    health_dir: str | None = None,
+) -> None:
     """One worker process (`slot` of a pool of `slots`): read settings, bootstrap, serve until
     signalled, and be gone within DRAIN_SECONDS (and a second) of the signal whatever its threads
-    are doing. It serves its own /metrics on `metrics_port`, unless it is one of a pool's several
-    processes (None: its supervisor serves them)."""
+    are doing. It serves its own /metrics, /healthz and /readyz on `metrics_port`, unless it is one
+    of a pool's several processes (None: its supervisor serves them, and reads its health reports
+    from `health_dir`)."""
     bootstrap: Bootstrap = importlib.import_module(f"services.{service}.bootstrap").bootstrap
     settings = load_settings()
     logs.configure(worker=service, level=settings.log_level)
+    reports = None if health_dir is None else health.ReportDirectory(health_dir)
+    monitor = health.monitor(settings, service, reports)
+    monitor.start()
     if metrics_port is not None:
-        serve_pool_metrics(settings, service, metrics_port)
+        serve_pool_metrics(settings, service, metrics_port, health.OwnProcess(monitor))
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -200,8 +223,9 @@ def run_process(service: str, threads: int, metrics_port: int | None, slot: int 
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    if not serve(bootstrap(settings), threads, stop, slot, slots):
+    if not serve(bootstrap(settings), threads, stop, slot, slots, monitor):
         _exit_now(service)
+    monitor.close()
 
 
 def _exit_now(service: str) -> None:
@@ -240,28 +264,41 @@ def _when_reachable(start: Callable[[], None], stop: threading.Event, name: str)
 
 
 def serve_pool_metrics(
-    settings: Settings, service: str, port: int, multiprocess_dir: str | None = None
+    settings: Settings, service: str, port: int, probe: health.Probe, multiprocess_dir: str | None = None
 ) -> None:
     try:
-        metrics.serve(port, settings.metrics_address, multiprocess_dir)
+        port = metrics.serve(port, settings.metrics_address, probe, multiprocess_dir)
     except OSError as e:
         raise SettingError(
             f"{service}: cannot serve metrics on {settings.metrics_address}:{port} ({e.strerror}); "
             "run more processes of a pool with --processes, or give each pool its own "
             "ORDERFLOW_METRICS_PORT"
         ) from e
-    print(f"{service} metrics on http://{settings.metrics_address}:{port}/metrics", flush=True)
+    # Tests and scripts read the port from this line (ORDERFLOW_METRICS_PORT=0: any free port).
+    print(
+        f"{service} metrics on http://{settings.metrics_address}:{port}/metrics"
+        " (health on /healthz, readiness on /readyz)",
+        flush=True,
+    )
 
 
 def run_pool(settings: Settings, service: str, processes: int, threads: int) -> int:
-    """A pool of processes of one worker, with one /metrics endpoint for all of them."""
+    """A pool of processes of one worker, with one endpoint (/metrics, /healthz, /readyz) for all of them."""
     port = settings.metrics_port_of(service)
     if processes == 1:
         run_process(service, threads, port)
         return 0
     with metrics.pool_directory() as directory:
-        serve_pool_metrics(settings, service, port, directory)
-        return supervise([PoolProcess(service, threads, None, slot, processes) for slot in range(processes)])
+        reports = health.ReportDirectory.create(os.path.join(directory, "health"))
+        pool = health.PoolHealth(reports, processes)
+        serve_pool_metrics(settings, service, port, pool, directory)
+        return supervise(
+            [
+                PoolProcess(service, threads, None, slot, processes, str(reports.path))
+                for slot in range(processes)
+            ],
+            pool,
+        )
 
 
 @dataclass(frozen=True)
@@ -273,6 +310,7 @@ class PoolProcess:
     metrics_port: int | None  # where it serves its /metrics; None: its supervisor serves the pool's
     slot: int = 0
     slots: int = 1
+    health_dir: str | None = None  # where it leaves its health reports for a supervisor that serves them
 
 
 def _pool_process(spec: PoolProcess, supervisor: int) -> None:
@@ -280,7 +318,7 @@ def _pool_process(spec: PoolProcess, supervisor: int) -> None:
     _stop_with(supervisor)
     logs.configure(worker=spec.service)
     try:
-        run_process(spec.service, spec.threads, spec.metrics_port, spec.slot, spec.slots)
+        run_process(spec.service, spec.threads, spec.metrics_port, spec.slot, spec.slots, spec.health_dir)
     except CommandError as e:
         log.error("%s", e)
         sys.exit(e.exit_code)
@@ -305,34 +343,37 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def supervise(specs: list[PoolProcess]) -> int:
+def supervise(specs: list[PoolProcess], pool: health.PoolHealth | None = None) -> int:
     """Run one process per spec; restart any that dies; stop all on a signal, within
-    DRAIN_SECONDS + EXIT_GRACE_SECONDS."""
+    DRAIN_SECONDS + EXIT_GRACE_SECONDS. `pool`, if given, hears of every start and exit."""
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
 
-    def start(spec: PoolProcess) -> multiprocessing.process.BaseProcess:
+    def start(slot: int) -> multiprocessing.process.BaseProcess:
+        spec = specs[slot]
         process = context.Process(
             target=_pool_process, args=(spec, os.getpid()), name=f"orderflow-{spec.service}"
         )
         process.start()
+        if pool is not None:
+            pool.started(slot, process.pid)
         return process
 
-    processes = [start(spec) for spec in specs]
+    processes = [start(slot) for slot in range(len(specs))]
     started = [time.monotonic()] * len(specs)
     backoff = [1.0] * len(specs)
     while not stopping.wait(0.5):
         for slot, process in enumerate(processes):
             if process.is_alive():
                 continue
-            if time.monotonic() - started[slot] < 10:
-                backoff[slot] = min(backoff[slot] * 2, 30.0)
-            else:
-                backoff[slot] = 1.0
+            quick = time.monotonic() - started[slot] < health.STEADY_SECONDS
+            backoff[slot] = min(backoff[slot] * 2, 30.0) if quick else 1.0
             if process.pid is not None:
                 metrics.process_exited(process.pid)
+            if pool is not None:
+                pool.exited(slot, process.pid, quick)
             log.error(
                 "%s (pid %s) exited with %s; restarting in %.0f s",
                 process.name,
@@ -342,7 +383,7 @@ def supervise(specs: list[PoolProcess]) -> int:
             )
             if stopping.wait(backoff[slot]):
                 break
-            processes[slot], started[slot] = start(specs[slot]), time.monotonic()
+            processes[slot], started[slot] = start(slot), time.monotonic()
     for process in processes:
         if process.is_alive():
             process.terminate()

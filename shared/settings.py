@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     currency: str = "CNY"
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    # Where a worker pool serves /metrics: by default 9101 (order) to 9105 (reporting), on loopback.
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Where a worker pool serves /metrics: by default 9101 (order) to 9105 (reporting), on loopback;
+    # 0: any free port, each pool printing the one it got.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_address: str = "127.0.0.1"
 
     # The largest intake message accepted; larger ones are dead-lettered unread. RabbitMQ itself
@@ -229,6 +230,8 @@ class Settings(BaseSettings):
         pool's place in SERVICES (order +0, inventory +1, ... reporting +4). Unset: 9101 to 9105."""
         if self.metrics_port is None:
             return METRICS_PORTS[service]
+        if self.metrics_port == 0:
+            return 0
         port = self.metrics_port + (SERVICES.index(service) if all_pools else 0)
         if port > 65535:
             raise SettingError(

@@ -18,8 +18,8 @@ from shared.settings import SERVICES, Settings, load_settings, masked
         ("ORDERFLOW_SMTP_URL", "mail.example.com", "not a URL of smtp:// or smtps://"),
         (
             "ORDERFLOW_METRICS_PORT",
-            "0",
-            "ORDERFLOW_METRICS_PORT='0': Input should be greater than or equal to 1",
+            "-1",
+            "ORDERFLOW_METRICS_PORT='-1': Input should be greater than or equal to 0",
         ),
     ],
 )
@@ -52,6 +52,7 @@ def test_orderflow_run_gives_each_pool_the_metrics_port_plus_its_place() -> None
     assert [Settings().metrics_port_of(s, all_pools=True) for s in SERVICES] == [9101, 9102, 9103, 9104, 9105]
     with pytest.raises(SettingError, match="at most 65531"):
         Settings(metrics_port=65533).metrics_port_of("reporting", all_pools=True)
+    assert {Settings(metrics_port=0).metrics_port_of(s, all_pools=True) for s in SERVICES} == {0}, "any free"
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup services services-stop lint unit integration e2e faults bench clean
+.PHONY: run test setup services services-stop k8s-tools lint unit integration e2e faults bench clean
 
 run: setup services  ## start all five workers, push a sample batch, keep running until Ctrl-C
 	$(BIN)/python scripts/demo.py
 
-test: setup services lint  ## lint, then the whole suite against the real RabbitMQ and store
+test: setup services k8s-tools lint  ## lint, then the whole suite against the real RabbitMQ and store
 	$(BIN)/pytest
 
 setup: $(STAMP)  ## virtualenv with the project and its dev tools
@@ -26,7 +26,10 @@ services: setup  ## start RabbitMQ and the MongoDB-compatible store unless alrea
 services-stop:
 	scripts/services.sh stop
 
-unit: setup
+k8s-tools:  ## kustomize and kubeconform, for checking deploy/k8s/ offline (built once, cached)
+	scripts/k8s-tools.sh install
+
+unit: setup k8s-tools
 	$(BIN)/pytest tests/unit
 
 integration: setup services

@@ -31,11 +31,12 @@ RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 LOCAL_USERS_ENV = Path(__file__).resolve().parents[1] / ".services" / "rabbitmq-users.env"
 
 
-def local_role_urls() -> dict[str, str]:
-    """ORDERFLOW_AMQP_URL_<ROLE> of each role user `make services` created here, if it did."""
-    if not LOCAL_USERS_ENV.exists():
+def local_role_urls(env_file: Path = LOCAL_USERS_ENV) -> dict[str, str]:
+    """ORDERFLOW_AMQP_URL_<ROLE> of each role user `make services` (or `scripts/cluster.sh`, in
+    its own `env_file`) created here, if it did."""
+    if not env_file.exists():
         return {}
-    pairs = (line.split("=", 1) for line in LOCAL_USERS_ENV.read_text().splitlines() if "=" in line)
+    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     return {name.strip(): value.strip() for name, value in pairs}
 
 
@@ -54,11 +55,13 @@ def sandbox(
     *,
     node: str | None = None,
     declared: bool = True,
+    management_url: str | None = None,
     **overrides: Any,
 ) -> Iterator[Settings]:
     """Settings with a vhost and a database prefix of their own, both removed afterwards; `node` is
     the RabbitMQ node of `base`'s broker, if it is not this machine's default one; `declared`: with
-    Orderflow's exchanges and queues declared on the vhost, as the definitions file declares them."""
+    Orderflow's exchanges and queues declared on the vhost, as the definitions file declares them;
+    `management_url`: the broker's management API, if not on its usual port beside the first node."""
     base = base or Settings()
     tag = uuid.uuid4().hex[:10]
     vhost = f"{name}-{tag}"
@@ -73,7 +76,11 @@ def sandbox(
         in_vhost[f"amqp_url_{role}"] = own
     fields = {**_values(base), **in_vhost, "db_prefix": prefix, **overrides}
     settings = Settings(**fields)
-    management = None if node else Management.beside(settings.amqp_urls()[0])
+    management: Management | None = None
+    if management_url:
+        management = Management(management_url)
+    elif not node:
+        management = Management.beside(settings.amqp_urls()[0])
     if management is None:
         rabbitmqctl("add_vhost", vhost, node=node)
         rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*", node=node)
@@ -110,8 +117,8 @@ def sandbox(
 
 
 def _in_vhost(urls: str, vhost: str) -> str:
-    """`urls` (one or several nodes) on `vhost`."""
-    return ",".join(
+    """`urls` (one or several nodes) on `vhost`, separated as kombu takes a list of nodes to fail over."""
+    return ";".join(
         urlunsplit(urlsplit(url)._replace(path="/" + quote(vhost, safe=""))) for url in split_urls(urls)
     )
 

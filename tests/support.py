@@ -50,12 +50,25 @@ def wait_for(check: Callable[[], T], *, timeout: float = 30.0, interval: float =
 
 @contextmanager
 def isolated_settings(
-    *, base: Settings | None = None, node: str | None = None, declared: bool = True, **overrides: Any
+    *,
+    base: Settings | None = None,
+    node: str | None = None,
+    declared: bool = True,
+    management_url: str | None = None,
+    **overrides: Any,
 ) -> Iterator[Settings]:
     """Settings with a RabbitMQ vhost and a database prefix of their own, removed afterwards; on the
-    broker and store of `base` (RabbitMQ node `node`), if given, else the local ones."""
+    broker and store of `base` (RabbitMQ node `node`, management API `management_url`), if given,
+    else the local ones."""
     with sandbox.sandbox(
-        "t", base, node=node, declared=declared, min_backoff_ms=50, max_backoff_ms=500, **overrides
+        "t",
+        base,
+        node=node,
+        declared=declared,
+        management_url=management_url,
+        min_backoff_ms=50,
+        max_backoff_ms=500,
+        **overrides,
     ) as settings:
         yield settings
 
@@ -172,16 +185,20 @@ def queue_messages(amqp_url: str, queue: str) -> list[tuple[bytes, dict[str, Any
 
 class EventCollector:
     """Records every public event, as an outside subscriber would: a durable queue of its own on the
-    exchange, consumed across broker restarts."""
+    exchange, consumed across broker restarts; on a cluster (`quorum`), a quorum queue, which
+    outlives any one node."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, quorum: bool = False) -> None:
         self.events: list[dict[str, Any]] = []
         self._url = amqp_url
         # Named and bound as the subscriber role may (its own `subscriber.*` queues, the events
         # exchange only looked up): with the subscriber's URL, it subscribes as one would.
         events = Exchange(topology.EVENTS_EXCHANGE, type="topic", passive=True)
         self._queue = Queue(
-            f"subscriber.{unique('test-events')}", bindings=[binding(events, routing_key="#")], durable=True
+            f"subscriber.{unique('test-events')}",
+            bindings=[binding(events, routing_key="#")],
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"} if quorum else None,
         )
         self._stop = threading.Event()
         self._ready = threading.Event()

@@ -152,11 +152,14 @@ class System:
 
     def wait_until_consuming(self, service: str, consumers: int = 1) -> None:
         for queue in QUEUES_OF[service]:
+            # A quorum queue counts only the active one of its single active consumers.
+            single = self.settings.quorum_queues and queue.startswith(topology.STOCK_QUEUE_PREFIX)
+            expected = 1 if single else consumers
             wait_for(
-                lambda q=queue: consumer_count(self.settings.amqp_url, q) >= consumers,
+                lambda q=queue, n=expected: consumer_count(self.settings.amqp_url, q) >= n,
                 timeout=90,
                 interval=0.2,
-                what=f"{consumers} consumer(s) on {queue}",
+                what=f"{expected} consumer(s) on {queue}",
             )
 
 
@@ -167,14 +170,21 @@ def running_system(
     *,
     base: Settings | None = None,
     node: str | None = None,
+    management_url: str | None = None,
     **settings_overrides: Any,
 ) -> Iterator[System]:
     """Start every pool in `pools` (service -> separate single-process workers) against fresh
-    settings, on the broker and store of `base` (RabbitMQ node `node`) if given."""
+    settings, on the broker and store of `base` (RabbitMQ node `node`, management API
+    `management_url`) if given."""
     with (
         SmtpInbox() as inbox,
         isolated_settings(
-            base=base, node=node, smtp_url=inbox.url, operator_email=OPERATORS, **settings_overrides
+            base=base,
+            node=node,
+            management_url=management_url,
+            smtp_url=inbox.url,
+            operator_email=OPERATORS,
+            **settings_overrides,
         ) as settings,
     ):
         env = {**os.environ, **settings_env(settings), "ORDERFLOW_OPERATOR_EMAIL": OPERATORS}
@@ -184,7 +194,10 @@ def running_system(
             for service, count in pools.items():
                 for _ in range(count):
                     workers.start(service)
-            with EventCollector(settings.amqp_url_of("subscriber")) as events, Publish(settings) as publish:
+            with (
+                EventCollector(settings.amqp_url_of("subscriber"), quorum=settings.quorum_queues) as events,
+                Publish(settings) as publish,
+            ):
                 system = System(settings, env, workers, events, inbox, publish)
                 for service, count in pools.items():
                     system.wait_until_consuming(service, count)

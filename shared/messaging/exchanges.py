@@ -24,6 +24,7 @@ from shared.messaging.delivery import (
     attempt_of,
     dead_letter_headers,
 )
+from shared.messaging.nodes import connect_to_a_node
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Outgoing, PublishFailed, raw_body
 from shared.messaging.tls import AmqpTls
@@ -125,7 +126,7 @@ class QueueConsumer(Generic[M]):
                 *connection.channel_errors,
             )
             try:
-                with connection:
+                with connect_to_a_node(connection):
                     self._consume(connection)
                 backoff = 0.5
             except lost as e:

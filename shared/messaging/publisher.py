@@ -20,6 +20,7 @@ from typing import Any
 from kombu import Connection
 
 from shared.errors import TransientError
+from shared.messaging.nodes import connect_to_a_node
 from shared.messaging.tls import AmqpTls
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class Publisher:
         channel: _Channel | None = getattr(self._local, "channel", None)
         if channel is None:
             connection = self._tls.connection(self._url, heartbeat=0, connect_timeout=10)
-            amqp_channel = connection.channel()
+            amqp_channel = connect_to_a_node(connection).channel()
             amqp_channel.confirm_select()
             channel = _Channel(connection, amqp_channel)
             amqp_channel.events["basic_ack"].add(channel.on_ack)

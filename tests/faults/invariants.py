@@ -34,6 +34,8 @@ def check(system: System, orders: list[dict[str, Any]], initial_stock: dict[str,
     for outcome in confirmed.values():
         for item in outcome["items"]:
             sold[item["sku"]] += item["quantity"]
+    oversold = {sku: units for sku, units in sold.items() if units > initial_stock[sku]}
+    assert not oversold, f"sold more than there was: {oversold} of {initial_stock}"
 
     def stock_conserved() -> bool:
         products = {p["sku"]: p for p in system.cli_json("stock", "show", *initial_stock)}

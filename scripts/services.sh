@@ -7,6 +7,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 STATE_DIR="${ORDERFLOW_SERVICES_DIR:-$PWD/.services}"
+# What outlives a checkout on this machine: the store's build, the broker users' passwords.
+CACHE_DIR="${ORDERFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orderflow}"
 FERRETDB_VERSION="v1.24.2"
 AMQP_HOST=127.0.0.1 AMQP_PORT=5672
 MONGO_HOST=127.0.0.1 MONGO_PORT=27017
@@ -41,13 +43,22 @@ enable_rabbitmq_plugins() {
 # .services/rabbitmq-users.env as the roles' URLs (ORDERFLOW_AMQP_URL_ORDER, ...).
 USERS_ENV="$STATE_DIR/rabbitmq-users.env"
 
+# The broker is this machine's, so its users' passwords are too: every checkout here reads and
+# keeps the same ones (a copy in the cache), rather than each giving the users new ones.
+SHARED_USERS_ENV="$CACHE_DIR/rabbitmq-users.env"
+
 load_rabbitmq_definitions() {
     local orderflow="$PWD/.venv/bin/orderflow"
     [ -x "$orderflow" ] || fail "run \`make setup\` first: the broker's users are set up by orderflow itself"
     wait_for "RabbitMQ management API" $AMQP_HOST 15672 60 || fail "RabbitMQ's management API did not start on :15672"
+    mkdir -p "$STATE_DIR" "$CACHE_DIR"
+    if [ ! -f "$USERS_ENV" ] && [ -f "$SHARED_USERS_ENV" ]; then
+        install -m 0600 "$SHARED_USERS_ENV" "$USERS_ENV"
+    fi
     ORDERFLOW_AMQP_URL="amqp://guest:guest@$AMQP_HOST:$AMQP_PORT/%2F" "$orderflow" broker setup \
         --definitions "$PWD/deploy/rabbitmq/definitions.json" --env-file "$USERS_ENV" |
         sed 's/^/services: /'
+    install -m 0600 "$USERS_ENV" "$SHARED_USERS_ENV"
 }
 
 # Orderflow's broker settings (max_message_size): installed where RabbitMQ reads extra configuration
@@ -108,7 +119,7 @@ start_rabbitmq() {
 # carries the patch's checksum, so a binary built before the patch changed is never used, and a
 # running store started from an older binary by this checkout is restarted.
 FERRETDB_PATCH="$PWD/scripts/ferretdb/sqlite-backend.patch"
-FERRETDB_CACHE="${ORDERFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orderflow}"
+FERRETDB_CACHE="$CACHE_DIR"
 
 ferretdb_build() {
     echo "$FERRETDB_VERSION-orderflow.$(sha256sum "$FERRETDB_PATCH" | cut -c1-12)"

@@ -19,7 +19,7 @@ from shared.messaging.topology import exchange_to
 from shared.runtime import serve
 from shared.settings import ROLES, Settings
 from tests.integration.conftest import running
-from tests.support import consumer_count, isolated_settings, queue_depth, unique, wait_for
+from tests.support import consumer_count, isolated_settings, queue_depth, queue_messages, unique, wait_for
 
 
 @pytest.fixture
@@ -174,3 +174,20 @@ def test_a_pool_that_binds_to_what_another_owns_waits_for_it() -> None:
         finally:
             stop.set()
             thread.join(60)
+
+
+def test_a_quorum_queue_dead_letters_a_poison_message_after_its_delivery_limit() -> None:
+    """A message whose consumer dies with it again and again (here: returns it unsettled) goes to its
+    queue's dead-letter queue once delivered more than ORDERFLOW_DELIVERY_LIMIT times."""
+    with isolated_settings(queue_type="quorum", delivery_limit=2) as settings:
+        queue, dead = topology.PAYMENT_QUEUE, topology.dead_letter_queue(topology.PAYMENT_QUEUE)
+        _as(settings, "order", _publish(exchange_to(queue), queue, b'{"poison": true}'))
+        with Connection(settings.amqp_url_of("payment")) as connection, connection.channel() as channel:
+            deliveries = 0
+            while (message := channel.basic_get(queue, no_ack=False)) is not None:
+                deliveries += 1
+                channel.basic_reject(message.delivery_tag, requeue=True)
+                assert deliveries <= 3, "delivered past its limit"
+        assert deliveries == 3  # the first delivery and two redeliveries, then dead-lettered
+        (letter,) = wait_for(lambda: queue_messages(settings.amqp_url, dead), what="the dead letter")
+        assert letter[0] == b'{"poison": true}'

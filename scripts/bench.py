@@ -11,11 +11,14 @@ rate to docs/performance/latency-vs-rate.png, and prints a Markdown summary.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from shared import sandbox
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "performance"
 
@@ -105,6 +108,9 @@ def summary_row(name: str, result: dict[str, Any]) -> str:
 
 
 def main(chosen: list[str]) -> int:
+    # The pools run as in production, each as its own broker user (`make services` made them).
+    for variable, url in sandbox.local_role_urls().items():
+        os.environ.setdefault(variable, url)
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results: dict[str, list[dict[str, Any]]] = (

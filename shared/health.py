@@ -31,6 +31,7 @@ from kombu import Connection
 from pymongo import MongoClient
 
 from shared import store
+from shared.messaging.nodes import connect_to_a_node
 from shared.messaging.tls import AmqpTls
 from shared.settings import Settings, masked
 
@@ -273,9 +274,7 @@ class DependencyChecks:
                     heartbeat=0,
                     transport_options={"read_timeout": self._timeout, "write_timeout": self._timeout},
                 )
-                # Each node of a cluster once, without kombu's pause between rounds of them.
-                self._connection.ensure_connection(max_retries=max(len(self._connection.alt), 1) - 1)
-                self._channel = self._connection.channel()
+                self._channel = connect_to_a_node(self._connection).channel()
             self._channel.exchange_declare(exchange="amq.direct", type="direct", passive=True)
         except Exception:
             self._close_broker()

@@ -9,6 +9,7 @@ written with new random passwords for the roles it lacks (a machine of one's own
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ def setup(
     management.load_definitions(loaded)
     if env_file is not None:
         env_file.parent.mkdir(parents=True, exist_ok=True)
-        env_file.write_text("".join(f"{variable(role)}={urls[role]}\n" for role in ROLES))
-        env_file.chmod(0o600)
+        # Readable by its owner alone from the first byte: it holds every role's password.
+        descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        env_file.chmod(0o600)  # one that was there before keeps its own mode otherwise
+        with os.fdopen(descriptor, "w") as out:
+            out.write("".join(f"{variable(role)}={urls[role]}\n" for role in ROLES))
         print(f"loaded Orderflow's definitions into vhost {vhost_of(settings)}; role URLs in {env_file}")
     else:
         print(f"loaded Orderflow's definitions into vhost {vhost_of(settings)}; role users' passwords set")

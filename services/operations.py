@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from shared import redaction
 from shared.errors import CommandError
 from shared.messaging.dead_letters import DeadLetterOffice, dead_letter_queues, printable, resolve
+from shared.messaging.nodes import connect_to_a_node
 from shared.messaging.publisher import Publisher
 from shared.messaging.tls import AmqpTls
 from shared.messaging.transport import topology_of
@@ -23,7 +24,7 @@ def _office(settings: Settings) -> Iterator[DeadLetterOffice]:
     tls, url = AmqpTls.of(settings), settings.amqp_url_of("operator")
     publisher = Publisher(url, tls)
     try:
-        with tls.connection(url) as connection:
+        with connect_to_a_node(tls.connection(url)) as connection:
             yield DeadLetterOffice(connection, publisher, settings.inventory_partitions)
     finally:
         publisher.close()
@@ -97,7 +98,7 @@ def _agreed(action: str) -> bool:
 def topology_declare(settings: Settings) -> int:
     """Declare every exchange and queue, as the operator: before the pools first start on a broker
     that was not given the definitions file, and after changing what the topology depends on."""
-    with AmqpTls.of(settings).connection(settings.amqp_url_of("operator")) as connection:
+    with connect_to_a_node(AmqpTls.of(settings).connection(settings.amqp_url_of("operator"))) as connection:
         topology_of(settings).declare(connection)
     print("declared every exchange and queue of Orderflow")
     return 0
@@ -108,7 +109,7 @@ def topology_upgrade(settings: Settings) -> int:
     tls, url = AmqpTls.of(settings), settings.amqp_url_of("operator")
     publisher = Publisher(url, tls)
     try:
-        with tls.connection(url) as connection:
+        with connect_to_a_node(tls.connection(url)) as connection:
             done, left = topology_of(settings).upgrade(connection, publisher)
     finally:
         publisher.close()

@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     def _mongo_url(cls, url: str) -> str:
         return _url(url, ("mongodb", "mongodb+srv"), MONGO_EXAMPLE)
 
+    @field_validator(
+        *(f"amqp_url_{role}" for role in ROLES),
+        *(f"mongo_url_{service}" for service in SERVICES),
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # An empty secrets file, or a variable of spaces, names no URL: the role uses the administrative one.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator(*(f"amqp_url_{role}" for role in ROLES))
     @classmethod
     def _role_url(cls, url: SecretStr | None) -> SecretStr | None:
@@ -341,12 +351,20 @@ def check_config_file() -> None:
 
 def masked(text: str) -> str:
     """`text` with the password of any URL in it hidden: amqp://guest:***@host/. The password runs
-    to the last `@` before the host (it may hold one), with or without a scheme."""
-    return re.sub(r"[^\s'\"]+@[^\s'\"@]*", _masked_url, text)
+    to the last `@` before the host (it may hold one), with or without a scheme; each node of a
+    list (`amqp://a:p1@h1,amqp://a:p2@h2`) apart."""
+    return re.sub(r"[^\s'\"]+@[^\s'\"@]*", _masked_urls, text)
 
 
-def _masked_url(match: re.Match[str]) -> str:
-    url = match.group(0)
+def _masked_urls(match: re.Match[str]) -> str:
+    # A comma or semicolon followed by a scheme starts the next node of a list.
+    pieces = re.split(r"([,;](?=[A-Za-z][A-Za-z0-9+.-]*://))", match.group(0))
+    return "".join(piece if piece in (",", ";") else _masked_url(piece) for piece in pieces)
+
+
+def _masked_url(url: str) -> str:
+    if "@" not in url:
+        return url
     credentials, _, host = url.rpartition("@")
     scheme, separator, user = credentials.rpartition("://") if "://" in credentials else ("", "", credentials)
     if ":" not in user:

@@ -14,6 +14,7 @@ from shared.errors import OrderflowError
 from shared.settings import masked
 
 MANAGEMENT_PORT = 15672
+MANAGEMENT_TLS_PORT = 15671
 
 
 class ManagementError(OrderflowError):
@@ -34,10 +35,13 @@ class Management:
 
     @classmethod
     def beside(cls, amqp_url: str) -> Management:
-        """The management API of the broker `amqp_url` names, as the same user, on its usual port."""
+        """The management API of the broker `amqp_url` names, as the same user, on its usual port:
+        over HTTPS (15671) for an amqps:// broker, so no password crosses the network in clear."""
         parts = urlsplit(amqp_url)
         user = quote(unquote(parts.username or "guest"), safe="")
         password = quote(unquote(parts.password or "guest"), safe="")
+        if parts.scheme.lower() == "amqps":
+            return cls(f"https://{user}:{password}@{parts.hostname}:{MANAGEMENT_TLS_PORT}")
         return cls(f"http://{user}:{password}@{parts.hostname}:{MANAGEMENT_PORT}")
 
     def load_definitions(self, definitions: dict[str, Any]) -> None:

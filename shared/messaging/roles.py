@@ -6,8 +6,9 @@ queue, bind to an exchange); and, per topic exchange, which routing keys it may 
 
 - upstream systems publish orders and requests to `orderflow.intake`, and nothing else;
 - each worker pool declares and consumes its own queues, and writes only where it sends: its own
-  exchanges (retries, dead letters), the pools it sends commands or replies to, and, for the order
-  pool (order and support events) and the inventory pool (`stock.low`) alone, `orderflow.events`;
+  exchanges (retries, dead letters), the queues of other pools it sends commands or replies to (a
+  topic permission per pool exchange names which), and, for the order pool (order and support
+  events) and the inventory pool (`stock.low`) alone, `orderflow.events`;
 - a subscriber declares queues of its own (`subscriber.*`, or server-named) bound to the events;
 - the operator (the CLI) manages every queue and exchange of Orderflow's, and moves dead letters
   directly between queues (the default exchange), but manages no users.
@@ -53,13 +54,18 @@ def _owned(pool: str) -> str:
     return rf"orderflow\.{pool}\..*|{re.escape(topology.route_exchange(pool))}(\..*)?"
 
 
-# Where each pool sends saga messages (commands, replies), besides its own queues.
+# Where each pool sends saga messages (commands, replies), besides its own queues: the pool, and
+# which of its queues (a topic permission on its `orderflow.to.<pool>`: not its intake, requests or
+# dead-letter queues).
 SENDS_TO = {
-    "order": ("inventory", "payment"),
-    "inventory": ("order",),
-    "payment": ("order",),
-    "notification": (),
-    "reporting": (),
+    "order": {
+        "inventory": rf"^{re.escape(topology.STOCK_QUEUE_PREFIX)}\.\d+$",
+        "payment": rf"^{re.escape(topology.PAYMENT_QUEUE)}$",
+    },
+    "inventory": {"order": rf"^{re.escape(topology.ORDER_SAGA_QUEUE)}$"},
+    "payment": {"order": rf"^{re.escape(topology.ORDER_SAGA_QUEUE)}$"},
+    "notification": {},
+    "reporting": {},
 }
 
 # The events each pool publishes, as routing keys on `orderflow.events`.
@@ -77,7 +83,9 @@ def _pool(pool: str) -> Permissions:
         write.append(_exactly(topology.EVENTS_EXCHANGE))
     if pool in ("notification", "reporting"):  # their queues are bound to the events
         read.append(_exactly(topology.EVENTS_EXCHANGE))
-    topics = {topology.EVENTS_EXCHANGE: PUBLISHES[pool]} if pool in PUBLISHES else {}
+    topics = {topology.route_exchange(other): queues for other, queues in SENDS_TO[pool].items()}
+    if pool in PUBLISHES:
+        topics[topology.EVENTS_EXCHANGE] = PUBLISHES[pool]
     return Permissions(_any(*configure), _any(*write), _any(*read), topics)
 
 

@@ -74,8 +74,8 @@ REPORTING_EVENT_KEYS = (
 # The pools, by what their queues' names start with (`orderflow.<pool>.`).
 POOLS = ("order", "inventory", "payment", "notification", "reporting")
 
-# `orderflow.to.<pool>`: a direct exchange to each of the pool's queues and dead-letter queues,
-# bound under the queue's name. A message published to `delay_exchange(pool, ms)` with a queue's
+# `orderflow.to.<pool>`: an exchange to each of the pool's queues and dead-letter queues, bound
+# under the queue's name. A message published to `delay_exchange(pool, ms)` with a queue's
 # name as routing key waits `ms` in a queue of that delay, then RabbitMQ dead-letters it, routing
 # key unchanged, into the pool's exchange. One delay queue per pool and delay value: every message
 # in it expires in publishing order.
@@ -94,6 +94,8 @@ BROKER_MAX_MESSAGE_BYTES = 1024 * 1024
 # their defaults) and a full one refuses what is published to it (reject-publish).
 DEAD_LETTER_MAX_MESSAGES = 100_000
 DEAD_LETTER_MAX_BYTES = 1024**3
+# A dead letter may be looked at this many times (each `orderflow dlq list` takes and returns it).
+DEAD_LETTER_DELIVERY_LIMIT = 1_000_000_000
 
 
 # Queues earlier builds declared and this one no longer uses: dramatiq's own dead-letter
@@ -258,15 +260,18 @@ class Topology:
         return {"x-queue-type": "quorum", **arguments} if self.quorum else arguments
 
     def dead_letter_queue_arguments(self) -> dict[str, Any]:
-        return self._typed(
-            {
-                "x-max-length": self.dead_letter_max_messages,
-                "x-max-length-bytes": self.dead_letter_max_bytes,
-                # A full dead-letter queue refuses (nacks) a new message, so its publisher knows
-                # and keeps it; the default, drop-head, would silently drop the oldest dead letter.
-                "x-overflow": "reject-publish",
-            }
-        )
+        arguments: dict[str, Any] = {
+            "x-max-length": self.dead_letter_max_messages,
+            "x-max-length-bytes": self.dead_letter_max_bytes,
+            # A full dead-letter queue refuses (nacks) a new message, so its publisher knows
+            # and keeps it; the default, drop-head, would silently drop the oldest dead letter.
+            "x-overflow": "reject-publish",
+        }
+        if self.quorum:
+            # Browsing dead letters (`orderflow dlq list`) takes each and gives it back: RabbitMQ 4
+            # counts that as a delivery, and drops a quorum queue's message after 20 by default.
+            arguments["x-delivery-limit"] = DEAD_LETTER_DELIVERY_LIMIT
+        return self._typed(arguments)
 
     def queue_arguments(self, queue: str) -> dict[str, Any]:
         """A consumed queue's arguments."""
@@ -280,7 +285,13 @@ class Topology:
             # Stock is decided serially per partition: one consumer is active, the rest stand by.
             arguments["x-single-active-consumer"] = True
         if self.quorum:
-            arguments["x-delivery-limit"] = self.delivery_limit
+            # A poison message goes to the dead-letter queue, and is kept there even while it is
+            # full (at-least-once needs reject-publish; nothing bounds a consumed queue otherwise).
+            arguments |= {
+                "x-delivery-limit": self.delivery_limit,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
         return self._typed(arguments)
 
     def delay_queue_arguments(self, pool: str, milliseconds: int) -> dict[str, Any]:
@@ -300,7 +311,9 @@ class Topology:
             yield Declared("exchange", INTAKE_EXCHANGE, pool, type="topic")
             yield Declared("exchange", EVENTS_EXCHANGE, pool, type="topic")
         route = route_exchange(pool)
-        yield Declared("exchange", route, pool)
+        # A topic exchange, though every binding is a queue's exact name: the broker's topic
+        # permissions then say which of the pool's queues each sender may reach.
+        yield Declared("exchange", route, pool, type="topic")
         delays = sorted(self.delays_of(pool))
         for milliseconds in delays:
             yield Declared("exchange", delay_exchange(pool, milliseconds), pool, type="fanout")
@@ -344,11 +357,13 @@ class Topology:
     ) -> tuple[list[str], list[str]]:
         """Bring a broker an older release declared in line with this one. A queue whose arguments
         changed, and a retired queue, is deleted (and the former declared anew) only while it is
-        empty and unused: RabbitMQ checks both atomically. A dead-letter queue's messages wait for
-        a person, not for a consumer, so they are set aside first (`set_aside_queue`) and put back
-        once it is declared anew. Returns what was done and what is left to the operator (queues
-        still holding messages or consumed). `publisher` moves the dead letters: one to the same
-        broker, as the caller reaches it (by default, one to `connection`'s node, closed afterwards)."""
+        empty and unused: RabbitMQ checks both atomically (a quorum queue: checked, then deleted,
+        so stop what publishes to it first). A queue nobody consumes (the pools stopped) has its
+        messages set aside first (`set_aside_queue`) and put back, in order, once it is declared
+        anew: dead letters, and commands or orders waiting for the new release's pools. Returns
+        what was done and what is left to the operator (queues still holding messages or
+        consumed). `publisher` moves the messages: one to the same broker, as the caller reaches
+        it (by default, one to `connection`'s node, closed afterwards)."""
         done: list[str] = []
         left: list[str] = []
         own_publisher = publisher is None
@@ -359,19 +374,20 @@ class Topology:
                     with connection.channel() as channel:
                         _declare(channel, entity)
                 except PreconditionFailed:
-                    if entity.name in self.dead_letter_queues and not _consumers(connection, entity.name):
+                    if entity.kind == "queue" and not _consumers(connection, entity.name):
                         aside = set_aside_queue(entity.name)
                         with connection.channel() as channel:
                             channel.queue_declare(aside, durable=True, auto_delete=False)
                         _move(connection, publisher, entity.name, aside)
-                    if _delete_if_idle(connection, entity.name):
+                    if _delete_if_idle(connection, entity.name, self.quorum):
                         with connection.channel() as channel:
                             _declare(channel, entity)
                         done.append(f"declared {entity.name} anew with this release's arguments")
                     else:
                         left.append(f"{entity.name} has other arguments and holds messages or consumers")
-            for queue in self.dead_letter_queues:
-                _put_back(connection, publisher, queue, done, left)
+            for entity in self.entities():
+                if entity.kind == "queue":
+                    _put_back(connection, publisher, entity.name, done, left)
         finally:
             if own_publisher:
                 publisher.close()
@@ -379,7 +395,7 @@ class Topology:
         for queue in (*RETIRED_QUEUES, *retired_delays):
             if not _exists(connection, queue):
                 continue
-            if _delete_if_idle(connection, queue):
+            if _delete_if_idle(connection, queue, self.quorum):
                 done.append(f"deleted retired queue {queue}")
                 if queue in retired_delays:  # and the exchange of the same name that fed it
                     with connection.channel() as channel:
@@ -401,19 +417,20 @@ def _declare(channel: Any, entity: Declared) -> None:
 def _put_back(
     connection: Connection, publisher: Publisher, queue: str, done: list[str], left: list[str]
 ) -> None:
-    """Move the dead letters set aside for `queue` back into it, as many as its limits take."""
+    """Move the messages set aside for `queue` back into it, as many as its limits take."""
     aside = set_aside_queue(queue)
     if not _exists(connection, aside):
         return
+    what = "dead letters" if queue.endswith(".dlq") else "messages"
     try:
         moved = _move(connection, publisher, aside, queue)
     except PublishFailed as e:
-        left.append(f"{aside} holds dead letters of {queue} that do not fit under its limits ({e})")
+        left.append(f"{aside} holds {what} of {queue} that do not fit under its limits ({e})")
         return
     if _delete_if_idle(connection, aside):
-        done.append(f"kept the {moved} dead letter(s) of {queue}")
+        done.append(f"kept the {moved} {what[:-1]}(s) of {queue}")
     else:
-        left.append(f"{aside} holds dead letters of {queue} or has consumers")
+        left.append(f"{aside} holds {what} of {queue} or has consumers")
 
 
 def _move(connection: Connection, publisher: Publisher, source: str, target: str) -> int:
@@ -457,10 +474,19 @@ def _exists(connection: Connection, queue: str) -> bool:
         return False
 
 
-def _delete_if_idle(connection: Connection, queue: str) -> bool:
+def _delete_if_idle(connection: Connection, queue: str, quorum: bool = False) -> bool:
+    """Delete `queue` if it holds no message and has no consumer. Quorum queues do not take
+    RabbitMQ's atomic check (if-empty, if-unused: NOT_IMPLEMENTED, closing the connection), so
+    there it is checked first, then deleted."""
     try:
         with connection.channel() as channel:
-            channel.queue_delete(queue, if_unused=True, if_empty=True)
-        return True
+            if not quorum:
+                channel.queue_delete(queue, if_unused=True, if_empty=True)
+                return True
+            state = channel.queue_declare(queue, passive=True)
+            if state.message_count or state.consumer_count:
+                return False
+            channel.queue_delete(queue)
+            return True
     except PreconditionFailed:
         return False

@@ -15,6 +15,7 @@ from shared.contracts import saga
 from shared.contracts.base import Message
 from shared.messaging.delivery import DeliveryPolicy, retry_delays
 from shared.messaging.exchanges import Decoder, QueueConsumer
+from shared.messaging.nodes import connect_to_a_node
 from shared.messaging.outbox import Outbox
 from shared.messaging.ports import Batch
 from shared.messaging.publisher import Publisher
@@ -129,7 +130,7 @@ class Transport:
         own_user = self.role is not None and getattr(self.settings, f"amqp_url_{self.role}") is not None
         if own_user and self.role not in POOLS and self.role != "operator":
             return
-        with self.tls.connection(self.amqp_url) as connection:
+        with connect_to_a_node(self.tls.connection(self.amqp_url)) as connection:
             self.topology.declare(connection, self.role if own_user and self.role in POOLS else None)
 
     def close(self) -> None:

@@ -132,6 +132,18 @@ def test_each_worker_writes_only_where_it_sends(settings: Settings) -> None:
         assert to[topology.PAYMENT_QUEUE] in _refused(
             settings, role, _publish(to[topology.PAYMENT_QUEUE], topology.PAYMENT_QUEUE)
         )
+    # Through a pool's exchange, only to the queues the saga sends to: not the intake, the requests
+    # (an order or a cancel that did not come from upstream) or the dead letters.
+    order = exchange_to(topology.ORDER_SAGA_QUEUE)
+    for role, queue in (
+        ("payment", topology.ORDER_INTAKE_QUEUE),
+        ("inventory", topology.ORDER_REQUESTS_QUEUE),
+        ("payment", topology.dead_letter_queue(topology.ORDER_SAGA_QUEUE)),
+    ):
+        assert queue in _refused(settings, role, _publish(order, queue))
+    dead = topology.dead_letter_queue(topology.PAYMENT_QUEUE)
+    assert dead in _refused(settings, "order", _publish(to[topology.PAYMENT_QUEUE], dead))
+    assert queue_depth(settings.amqp_url, topology.ORDER_INTAKE_QUEUE) == 0
     # A worker reads its own queues only.
     assert topology.PAYMENT_QUEUE in _refused(
         settings, "order", lambda channel: channel.basic_get(topology.PAYMENT_QUEUE)

@@ -4,6 +4,7 @@ upgrade` redeclares what is idle and leaves whatever still holds messages to the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from amqp.exceptions import NotFound
@@ -68,18 +69,19 @@ def test_upgrade_redeclares_idle_queues_and_leaves_busy_ones_to_the_operator(set
     assert first.returncode == 1, first.stderr
     assert f"declared {topology.ORDER_SAGA_QUEUE} anew" in first.stdout
     assert "deleted retired queue orderflow.inventory.stock\n" in first.stdout
-    assert f"left alone: {topology.PAYMENT_QUEUE} " in first.stderr
+    # Nobody consumes the payment queue (its pool is stopped): its command is set aside, the queue
+    # declared anew, and the command put back for the new release's pool.
+    assert f"declared {topology.PAYMENT_QUEUE} anew" in first.stdout
+    assert f"kept the 1 message(s) of {topology.PAYMENT_QUEUE}" in first.stdout
+    assert queue_messages(settings.amqp_url, topology.PAYMENT_QUEUE)[0][0] == b'{"waiting": true}'
     assert "left alone: retired queue orderflow.inventory.stock.XQ " in first.stderr
-    assert queue_depth(settings.amqp_url, topology.PAYMENT_QUEUE) == 1
     assert queue_depth(settings.amqp_url, "orderflow.inventory.stock.XQ") == 1
 
-    # The operator drains what was left (here: purges it) and runs the upgrade again.
-    _purge(settings, topology.PAYMENT_QUEUE)
+    # The operator looks at what was left (here: purges it) and runs the upgrade again.
     _purge(settings, "orderflow.inventory.stock.XQ")
     second = cli(settings, "topology", "upgrade")
 
     assert second.returncode == 0, second.stderr
-    assert f"declared {topology.PAYMENT_QUEUE} anew" in second.stdout
     assert "deleted retired queue orderflow.inventory.stock.XQ" in second.stdout
     with running("payment", settings, [topology.PAYMENT_QUEUE]):
         pass  # it starts and consumes
@@ -157,3 +159,31 @@ def test_upgrade_keeps_the_dead_letters_that_do_not_fit_the_new_bound_aside(sett
         [b"letter 2"],
         ["letter 2"],
     )
+
+
+def test_upgrade_turns_classic_queues_into_quorum_ones_keeping_their_messages() -> None:
+    """Quorum queues do not take RabbitMQ's atomic if-empty delete: the upgrade checks, then deletes,
+    and keeps what the queues held (pools stopped)."""
+    with isolated_settings(declared=False, queue_type="quorum") as settings:
+        classic = replace(topology_of(settings), quorum=False)
+        dead = topology.dead_letter_queue(topology.PAYMENT_QUEUE)
+        with Connection(settings.amqp_url) as connection:
+            classic.declare(connection)
+            with connection.channel() as channel:
+                for body in (b"first", b"second"):
+                    channel.basic_publish(channel.prepare_message(body), exchange="", routing_key=dead)
+                channel.basic_publish(
+                    channel.prepare_message(b"a command"), exchange="", routing_key=topology.PAYMENT_QUEUE
+                )
+
+        upgrade = cli(settings, "topology", "upgrade")
+
+        assert upgrade.returncode == 0, upgrade.stderr
+        assert f"kept the 2 dead letter(s) of {dead}" in upgrade.stdout
+        assert f"kept the 1 message(s) of {topology.PAYMENT_QUEUE}" in upgrade.stdout
+        with Connection(settings.amqp_url) as connection:
+            topology_of(settings).declare(connection)  # every queue is a quorum queue now
+        assert [body for body, _ in queue_messages(settings.amqp_url, dead)] == [b"first", b"second"]
+        assert [body for body, _ in queue_messages(settings.amqp_url, topology.PAYMENT_QUEUE)] == [
+            b"a command"
+        ]

@@ -62,11 +62,17 @@ def test_each_pool_can_bind_what_it_declares() -> None:
 
 def test_saga_messages_can_go_only_where_the_saga_sends_them() -> None:
     def writes(role: str, queue: str) -> bool:
-        return _allowed(roles.PERMISSIONS[role].write, topology.exchange_to(queue))
+        granted, exchange = roles.PERMISSIONS[role], topology.exchange_to(queue)
+        return _allowed(granted.write, exchange) and _allowed(granted.topics.get(exchange, ".*"), queue)
 
     assert writes("order", topology.PAYMENT_QUEUE) and writes("order", topology.stock_queue(3))
     assert writes("payment", topology.ORDER_SAGA_QUEUE) and writes("inventory", topology.ORDER_SAGA_QUEUE)
     assert not writes("payment", topology.stock_queue(0))
+    assert not writes("payment", topology.ORDER_INTAKE_QUEUE) and not writes(
+        "inventory", topology.ORDER_REQUESTS_QUEUE
+    )
+    assert not writes("order", topology.dead_letter_queue(topology.PAYMENT_QUEUE))
+    assert writes("payment", topology.dead_letter_queue(topology.PAYMENT_QUEUE)), "its own, to dead-letter"
     assert not writes("inventory", topology.PAYMENT_QUEUE)
     assert not any(
         writes(role, topology.PAYMENT_QUEUE) for role in ("upstream", "subscriber", "notification")
@@ -132,3 +138,26 @@ def test_settings_come_from_a_secrets_directory_below_the_environment(
     settings = load_settings()
     assert settings.amqp_urls("payment") == ["amqp://payment:from-file@h/v"]
     assert settings.amqp_urls("order") == ["amqp://order:from-env@h/v"]
+
+
+def test_every_node_of_a_url_list_has_its_password_masked() -> None:
+    nodes = "amqp://operator:TopSecret1@h1:5672/%2F,amqp://operator:TopSecret2@h2/%2F;amqp://o:Top@3@h3/v"
+    shown = masked(f"cannot reach RabbitMQ at {nodes}: refused")
+    assert "TopSecret" not in shown and "Top@3" not in shown
+    assert shown.count("operator:***@") == 2 and "o:***@h3/v" in shown
+
+
+def test_a_blank_role_url_is_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ORDERFLOW_AMQP_URL_INVENTORY").write_text("\n")
+    monkeypatch.setenv("ORDERFLOW_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("ORDERFLOW_AMQP_URL_PAYMENT", "  ")
+    settings = load_settings()
+    assert settings.amqp_url_inventory is None and settings.amqp_url_payment is None
+    assert settings.amqp_urls("inventory") == settings.amqp_urls("payment") == [settings.amqp_url]
+
+
+def test_the_management_api_is_reached_over_https_beside_an_amqps_broker() -> None:
+    from shared.messaging.management import Management
+
+    assert Management.beside("amqps://admin:pw@rabbit-1:5671/%2F")._base == "https://rabbit-1:15671/api"
+    assert Management.beside("amqp://admin:pw@rabbit-1:5672/%2F")._base == "http://rabbit-1:15672/api"

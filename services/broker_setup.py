@@ -19,7 +19,7 @@ from shared.errors import UsageError
 from shared.messaging import roles
 from shared.messaging.management import Management
 from shared.messaging.transport import topology_of
-from shared.settings import ROLES, Settings, split_urls
+from shared.settings import ROLES, Settings, credentials_of, read_variables
 
 
 def variable(role: str) -> str:
@@ -65,11 +65,12 @@ def setup(
         urls = {role: _read_secret(secrets_dir, role) for role in ROLES}
     else:
         assert env_file is not None
-        urls = _with_new_passwords(settings, _read_env_file(env_file))
-    users = {role: unquote(urlsplit(split_urls(url)[0]).username or "") for role, url in urls.items()}
-    passwords = {role: unquote(urlsplit(split_urls(url)[0]).password or "") for role, url in urls.items()}
-    loaded["users"] = [{"name": users[role], "password": passwords[role], "tags": []} for role in ROLES]
-    renamed = {roles.user_of(role): users[role] for role in ROLES}
+        urls = _with_new_passwords(settings, read_variables(env_file))
+    credentials = {role: credentials_of(url) for role, url in urls.items()}
+    loaded["users"] = [
+        {"name": user, "password": password, "tags": []} for user, password in credentials.values()
+    ]
+    renamed = {roles.user_of(role): credentials[role][0] for role in ROLES}
     for section in ("permissions", "topic_permissions"):
         for item in loaded.get(section, []):
             item["user"] = renamed.get(item["user"], item["user"])
@@ -94,13 +95,6 @@ def _read_secret(directory: Path, role: str) -> str:
         return path.read_text().strip()
     except OSError as e:
         raise UsageError(f"{path}: {e.strerror or e}") from e
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {name.strip(): value.strip() for name, value in pairs}
 
 
 def _with_new_passwords(settings: Settings, known: dict[str, str]) -> dict[str, str]:

@@ -413,7 +413,7 @@ def command_error(error: Exception, settings: Settings | None, role: str = "oper
 
     from shared.messaging.publisher import PublishFailed
 
-    own_url = settings is not None and getattr(settings, f"amqp_url_{role}") is not None
+    own_url = settings is not None and settings.has_own_amqp_url(role)
     variable = f"ORDERFLOW_AMQP_URL_{role.upper()}" if own_url else "ORDERFLOW_AMQP_URL"
     broker = f"RabbitMQ at {masked(settings.amqp_url_of(role))}" if settings else "RabbitMQ"
     store = f"the store at {masked(settings.mongo_url)}" if settings else "the store"

@@ -24,7 +24,7 @@ from pymongo import MongoClient
 from shared.messaging import roles
 from shared.messaging.management import Management
 from shared.messaging.transport import topology_of
-from shared.settings import ROLES, Settings, split_urls
+from shared.settings import ROLES, Settings, credentials_of, read_variables, split_urls
 
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 # Where `make services` writes the URL of each role's broker user on this machine.
@@ -34,10 +34,7 @@ LOCAL_USERS_ENV = Path(__file__).resolve().parents[1] / ".services" / "rabbitmq-
 def local_role_urls(env_file: Path = LOCAL_USERS_ENV) -> dict[str, str]:
     """ORDERFLOW_AMQP_URL_<ROLE> of each role user `make services` (or `scripts/cluster.sh`, in
     its own `env_file`) created here, if it did."""
-    if not env_file.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    return {name.strip(): value.strip() for name, value in pairs}
+    return read_variables(env_file)
 
 
 def rabbitmqctl(*args: str, node: str | None = None) -> str:
@@ -70,10 +67,11 @@ def sandbox(
     user = unquote(parts.username or "guest")
     in_vhost: dict[str, str | None] = {"amqp_url": _in_vhost(base.amqp_url, vhost)}
     for role in ROLES:
-        url: SecretStr | None = getattr(base, f"amqp_url_{role}")
+        url = _own(base, role)
         # A node of a test's own has no role users: there, every role is the administrator.
-        own = None if url is None or node else _in_vhost(url.get_secret_value(), vhost)
-        in_vhost[f"amqp_url_{role}"] = own
+        in_vhost[f"amqp_url_{role}"] = (
+            None if url is None or node else _in_vhost(url.get_secret_value(), vhost)
+        )
     fields = {**_values(base), **in_vhost, "db_prefix": prefix, **overrides}
     settings = Settings(**fields)
     management: Management | None = None
@@ -85,20 +83,19 @@ def sandbox(
         rabbitmqctl("add_vhost", vhost, node=node)
         rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*", node=node)
     else:
-        users = {role: _user(getattr(settings, f"amqp_url_{role}")) for role in ROLES}
         definitions = roles.definitions(topology_of(settings), vhost)
         if not declared:  # a vhost as a broker is before Orderflow's topology is declared on it
             for section in ("exchanges", "queues", "bindings"):
                 definitions[section] = []
         del definitions["users"]  # they exist, with their passwords; only their permissions are new
-        granted = roles.permission_definitions(vhost, {role: u for role, u in users.items() if u})
-        definitions["permissions"] = [
-            *(p for p in granted["permissions"] if users[_role_of(p["user"], users)]),
-            {"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"},
-        ]
-        definitions["topic_permissions"] = [
-            p for p in granted["topic_permissions"] if users[_role_of(p["user"], users)]
-        ]
+        # The role users the settings connect as (those with URLs of their own), and the administrator.
+        users = {
+            role: credentials_of(url.get_secret_value())[0] for role in ROLES if (url := _own(settings, role))
+        }
+        definitions |= roles.permission_definitions(vhost, users)
+        definitions["permissions"].append(
+            {"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+        )
         management.load_definitions(definitions)
     try:
         yield settings
@@ -123,12 +120,10 @@ def _in_vhost(urls: str, vhost: str) -> str:
     )
 
 
-def _user(url: SecretStr | None) -> str | None:
-    return None if url is None else unquote(urlsplit(split_urls(url.get_secret_value())[0]).username or "")
-
-
-def _role_of(user: str, users: dict[str, str | None]) -> str:
-    return next(role for role, name in users.items() if name == user)
+def _own(settings: Settings, role: str) -> SecretStr | None:
+    """The URL of `role`'s own broker user, if it has one."""
+    url: SecretStr | None = getattr(settings, f"amqp_url_{role}")
+    return url
 
 
 def _values(settings: Settings) -> dict[str, Any]:

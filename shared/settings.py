@@ -9,6 +9,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -188,6 +189,10 @@ class Settings(BaseSettings):
         if url is not None:
             _url(url.get_secret_value(), ("mongodb", "mongodb+srv"), MONGO_EXAMPLE)
         return url
+
+    def has_own_amqp_url(self, role: str | None) -> bool:
+        """Whether `role` connects as a broker user of its own (else as the administrator)."""
+        return role is not None and getattr(self, f"amqp_url_{role}") is not None
 
     def amqp_urls(self, role: str | None = None) -> list[str]:
         """The broker nodes `role` connects to, as its own user (the administrative URL's if it has
@@ -378,6 +383,20 @@ def _amqp_nodes(urls: str) -> None:
         _url(each, ("amqp", "amqps"), AMQP_EXAMPLE)
     if len({node.partition("://")[0].lower() for node in nodes}) > 1:
         raise ValueError("mixes amqp:// and amqps:// nodes: reach every node of a cluster the same way")
+
+
+def credentials_of(urls: str) -> tuple[str, str]:
+    """The user and password a URL (or the first of a list of nodes) connects with."""
+    parts = urlsplit(split_urls(urls)[0])
+    return unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def read_variables(path: Path) -> dict[str, str]:
+    """The `NAME=value` lines of an env file (none if it is not there)."""
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
 
 
 def split_urls(urls: str) -> list[str]:

@@ -113,14 +113,13 @@ def user_of(role: str) -> str:
     return role
 
 
-def permission_definitions(vhost: str, users: dict[str, str] | None = None) -> dict[str, Any]:
-    """The `permissions` and `topic_permissions` of RabbitMQ's definitions for every role on
-    `vhost`; `users` maps a role to the user it connects as, if not `user_of(role)`."""
-    users = users or {}
+def permission_definitions(vhost: str, users: dict[str, str]) -> dict[str, Any]:
+    """The `permissions` and `topic_permissions` of RabbitMQ's definitions on `vhost` for the roles
+    of `users`, each granted to the user it maps to."""
     permissions: list[dict[str, str]] = []
     topic_permissions: list[dict[str, str]] = []
-    for role, granted in PERMISSIONS.items():
-        user = users.get(role, user_of(role))
+    for role, user in users.items():
+        granted = PERMISSIONS[role]
         permissions.append(
             {
                 "user": user,
@@ -180,7 +179,7 @@ def definitions(broker_topology: topology.Topology, vhost: str = "/") -> dict[st
     return {
         "users": [{"name": user_of(role), "tags": []} for role in ROLES],
         "vhosts": [{"name": vhost}],
-        **permission_definitions(vhost),
+        **permission_definitions(vhost, {role: user_of(role) for role in ROLES}),
         "exchanges": exchanges,
         "queues": queues,
         "bindings": bindings,

@@ -127,7 +127,7 @@ class Transport:
         """Declare what this role owns: a worker pool with a broker user of its own, its queues and
         exchanges; the operator, or anyone on the administrative URL, everything; an upstream
         system or a subscriber, nothing (they may configure nothing of Orderflow's)."""
-        own_user = self.role is not None and getattr(self.settings, f"amqp_url_{self.role}") is not None
+        own_user = self.settings.has_own_amqp_url(self.role)
         if own_user and self.role not in POOLS and self.role != "operator":
             return
         with connect_to_a_node(self.tls.connection(self.amqp_url)) as connection:
